@@ -1,0 +1,14 @@
+"""napari-svi: restore microscopy time-lapses with an image diffusion prior.
+
+Kwon & Ye, "Solving Video Inverse Problems Using Image Diffusion Models" (ICLR 2025): time is the
+batch axis of a pretrained image diffusion model, DDIM sampling is batch-consistent (noise shared
+by all frames) and a few conjugate-gradient steps over the whole spatio-temporal stack follow every
+denoising step. This package is the Qt-free core; the napari plugin lives in ``napari_svi._napari``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("napari-svi")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
