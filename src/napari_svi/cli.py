@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
+from pathlib import Path
+
+import numpy as np
 
 _SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
@@ -17,6 +22,9 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = ()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-svi", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_degrade(sub)
+    _add_restore(sub)
+    _add_info(sub)
     for name in _SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
@@ -37,3 +45,248 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------- shared operator flags
+
+
+def add_operator_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that describe the forward model, shared by degrade, restore and batch."""
+    g = p.add_argument_group("forward model (true stack -> measurement)")
+    g.add_argument("--time-axis", type=int, default=None, help="index of the time axis (default: from the file's axes, else 0)")
+    g.add_argument("--temporal-psf", default="none", metavar="SPEC",
+                   help="none | uniform:K (box of K frames) | gaussian:SIGMA (frames) | FILE (1-D kernel) (default: none)")
+    g.add_argument("--exposure-ms", type=float, default=None,
+                   help="with --frame-interval-ms: temporal PSF = box of exposure / interval frames (replaces --temporal-psf)")
+    g.add_argument("--frame-interval-ms", type=float, default=None, help="time between frame starts, ms")
+    g.add_argument("--temporal-boundary", choices=("symmetric", "circular"), default="symmetric",
+                   help="symmetric (mirror at the first and last frame; realistic) or circular (the paper's) (default: symmetric)")
+    g.add_argument("--temporal-subsample", type=int, default=1, metavar="S", help="only every S-th frame is measured (default: 1)")
+    g.add_argument("--spatial-psf", default="none", metavar="SPEC",
+                   help="none | gaussian:SIGMA (pixels) | airy:NA,WAVELENGTH_NM,PIXEL_NM | FILE (TIFF) (default: none)")
+    g.add_argument("--downsample", type=int, default=1, metavar="S", help="integer downsampling factor (mean of S x S blocks)")
+    g.add_argument("--mask", default=None, metavar="FILE", help="TIFF mask at measurement resolution, nonzero = observed")
+
+
+def operator_from_args(args: argparse.Namespace):
+    from .operators import OperatorSpec
+    from .psf import temporal_kernel_from_exposure
+
+    temporal = None if args.temporal_psf in (None, "none") else args.temporal_psf
+    if (args.exposure_ms is None) != (args.frame_interval_ms is None):
+        raise ValueError("--exposure-ms and --frame-interval-ms must be given together")
+    if args.exposure_ms is not None:
+        if temporal is not None:
+            raise ValueError("give either --temporal-psf or --exposure-ms/--frame-interval-ms, not both")
+        temporal = temporal_kernel_from_exposure(args.exposure_ms, args.frame_interval_ms)
+    return OperatorSpec(
+        temporal_psf=temporal,
+        temporal_boundary=args.temporal_boundary,
+        temporal_subsample=args.temporal_subsample,
+        spatial_psf=None if args.spatial_psf in (None, "none") else args.spatial_psf,
+        downsample=args.downsample,
+        mask=args.mask,
+    )
+
+
+def _read_input(args):
+    from .io import read_stack
+
+    data, info = read_stack(args.input)
+    time_axis = args.time_axis if args.time_axis is not None else info.time_axis
+    if time_axis is None:
+        raise ValueError(f"{args.input} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
+    if time_axis < 0:
+        time_axis += data.ndim
+    axes = info.axes if len(info.axes) == data.ndim else "Q" * (data.ndim - 2) + "YX"
+    axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    axes = "".join(a if a in "TZCYXS" else "Z" for a in axes)  # unknown letters (Q, I) become Z
+    if len(set(axes)) != len(axes):
+        axes = "Q" * (data.ndim - 2) + "YX"
+        axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    return data, info, time_axis, axes
+
+
+def _check_output(args) -> Path:
+    out = Path(args.output)
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError("the output file must differ from the input: the input is never overwritten")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise ValueError(f"output folder does not exist: {out.parent}")
+    return out
+
+
+def _common_io_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="input TIFF")
+    p.add_argument("-o", "--output", required=True, help="output TIFF (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+# ---------------------------------------------------------------- degrade
+
+
+def _add_degrade(sub) -> None:
+    p = sub.add_parser("degrade", help="simulate a measurement from a clean stack (forward model + noise)",
+                       description="Apply the forward model and noise to a clean stack, in the file's own units.")
+    _common_io_flags(p)
+    add_operator_flags(p)
+    p.add_argument("--noise-sigma", type=float, default=0.0, help="Gaussian noise std in the file's units (default: 0)")
+    p.add_argument("--poisson-peak", type=float, default=None, help="Poisson noise: photons at the 99.9th percentile")
+    p.add_argument("--missing-fraction", type=float, default=None,
+                   help="make a random mask with this fraction of missing pixels (written next to the output)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_degrade)
+
+
+def _run_degrade(args) -> int:
+    from . import __version__
+    from .degrade import degrade, random_mask
+    from .io import write_stack
+
+    out = _check_output(args)
+    data, info, time_axis, axes = _read_input(args)
+    spec = operator_from_args(args)
+    t, h, w = data.shape[time_axis], data.shape[-2], data.shape[-1]
+    mask_path = None
+    if args.missing_fraction is not None:
+        if args.mask is not None:
+            raise ValueError("give either --mask or --missing-fraction, not both")
+        m_shape = spec.measurement_shape((t, h, w))
+        spec.mask = random_mask(m_shape, args.missing_fraction, seed=args.seed)
+    if spec.mask is not None:
+        mask_path = out.with_name(out.stem + "_mask.tif")
+    measurement = degrade(data, spec, time_axis=time_axis, noise_sigma=args.noise_sigma,
+                          poisson_peak=args.poisson_peak, seed=args.seed)
+    px = info.pixel_size_um
+    if px is not None and args.downsample > 1:
+        px = (px[0] * args.downsample, px[1] * args.downsample)
+    meta = {"napari_svi_version": __version__, "command": "degrade", "source": str(args.input),
+            "operator": spec.to_dict(), "noise_sigma": args.noise_sigma, "poisson_peak": args.poisson_peak,
+            "seed": args.seed, "time_axis": time_axis, "mask_file": str(mask_path) if mask_path else None}
+    if mask_path is not None:
+        from .validation import load_mask
+
+        mask = load_mask(spec.mask).astype(np.uint8)
+        write_stack(mask_path, mask, axes=("TYX" if mask.ndim == 3 else "YX"), pixel_size_um=px,
+                    metadata={"napari_svi_version": __version__, "command": "degrade (mask)", "observed": "nonzero"})
+    interval = info.frame_interval_s * args.temporal_subsample if info.frame_interval_s else None
+    write_stack(out, measurement, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
+    print(f"wrote {out} {measurement.shape} float32" + (f" and mask {mask_path}" if mask_path else ""))
+    return 0
+
+
+# ---------------------------------------------------------------- restore
+
+
+def _noise_arg(text: str):
+    if text == "auto":
+        return "auto"
+    if text in ("none", "0"):
+        return None
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("must be 'auto', 'none' or a number >= 0")
+    return value
+
+
+def _add_restore(sub) -> None:
+    p = sub.add_parser("restore", help="restore a degraded time-lapse with the diffusion prior",
+                       description="Restore a measurement (low-resolution when --downsample is set); "
+                       "the output is the estimate of the true stack, float32 in the input's units.")
+    _common_io_flags(p)
+    add_operator_flags(p)
+    p.add_argument("--noise-sigma", type=_noise_arg, default="auto",
+                   help="noise std in the file's units, 'auto' (estimate) or 'none' (noiseless) (default: auto)")
+    p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: from the noise level)")
+    p.add_argument("--prior", default="default", help="default | prior folder | diffusers folder | ADM .pt file")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
+    p.add_argument("--eta", type=float, default=0.15, help="DDIM stochasticity (default: 0.15)")
+    p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
+    p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_restore)
+
+
+def _run_restore(args) -> int:
+    from tqdm import tqdm
+
+    from .io import write_stack
+    from .restore import iter_restore
+
+    out = _check_output(args)
+    data, info, time_axis, axes = _read_input(args)
+    spec = operator_from_args(args)
+    gen = iter_restore(
+        data, spec, prior=args.prior, time_axis=time_axis, steps=args.steps, eta=args.eta,
+        cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
+        gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
+        device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
+    )
+    bar = None
+    try:
+        while True:
+            step = next(gen)
+            if bar is None:
+                bar = tqdm(total=step["total"], desc="restore", unit="step", disable=args.quiet, file=sys.stderr)
+            bar.update(1)
+    except StopIteration as stop:
+        result = stop.value
+    finally:
+        if bar is not None:
+            bar.close()
+    px = info.pixel_size_um
+    if px is not None and args.downsample > 1:
+        px = (px[0] / args.downsample, px[1] / args.downsample)
+    interval = info.frame_interval_s / args.temporal_subsample if info.frame_interval_s else None
+    meta = {**result.metadata, "command": "restore", "source": str(args.input)}
+    write_stack(out, result.restored, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
+    written = [str(out)]
+    if result.std is not None:
+        std_path = out.with_name(out.stem + "_std.tif")
+        write_stack(std_path, result.std.astype(np.float32), axes=axes, pixel_size_um=px,
+                    frame_interval_s=interval, metadata={**meta, "content": "per-pixel posterior std"})
+        written.append(str(std_path))
+    print(f"wrote {', '.join(written)} in {result.metadata['seconds']:.1f} s on {result.metadata['device']}")
+    return 0
+
+
+# ---------------------------------------------------------------- info
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="version, devices and bundled priors")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args) -> int:
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    print(f"napari-svi {__version__}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            print(f"device cuda:{i}: {props.name}, {props.total_memory / 2**30:.1f} GiB")
+    else:
+        print("device cuda: not available (restores run on the CPU)")
+    default = Path(__file__).parent / "priors" / "default"
+    if (default / "config.json").is_file():
+        import json
+
+        cfg = json.loads((default / "config.json").read_text())
+        tr = cfg.get("training", {})
+        print(f"bundled prior 'default': {cfg.get('architecture')} {tr.get('parameters', '?')} parameters, "
+              f"{tr.get('steps_done', '?')} training steps, schedule {cfg.get('schedule')}")
+    else:
+        print("bundled prior 'default': missing from this installation")
+    return 0

@@ -1,0 +1,158 @@
+"""TIFF in and out: axes and pixel size kept, parameters recorded, files written atomically.
+
+ImageJ hyperstacks (axes a subsequence of TZCYXS) are written as ImageJ TIFFs with the
+parameters as JSON in the ``Info`` property (shown by Image > Show Info in Fiji); other axis
+orders as tifffile "shaped" TIFFs with the JSON in the description. Every file is written to a
+temporary name in the target folder and renamed, so a crash never leaves a half-written output
+and an existing file is replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+_IMAGEJ_ORDER = "TZCYXS"
+_MICRON = ("micron", "um", "µm", "\\u00B5m", "microns", "μm")
+
+
+@dataclass
+class StackInfo:
+    """What :func:`read_stack` learned about a file besides the pixels."""
+
+    axes: str
+    pixel_size_um: tuple[float, float] | None = None
+    frame_interval_s: float | None = None
+    metadata: dict = field(default_factory=dict)  # a napari-svi record, if the file has one
+
+    @property
+    def time_axis(self) -> int | None:
+        for letter in "TQI":
+            if letter in self.axes[:-2]:
+                return self.axes.index(letter)
+        return 0 if len(self.axes) >= 3 else None
+
+
+def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, StackInfo]:
+    """Read the first image series of a TIFF with its axes, pixel size (µm) and napari-svi record."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            info = StackInfo(axes=axes)
+            page = tif.pages[0]
+            ij = tif.imagej_metadata or {}
+            if tif.is_ome and tif.ome_metadata:
+                px = _ome_pixel_size(tif.ome_metadata)
+                info.pixel_size_um = px
+            if info.pixel_size_um is None:
+                info.pixel_size_um = _resolution_pixel_size(page, ij)
+            if ij.get("finterval"):
+                info.frame_interval_s = float(ij["finterval"])
+            record = ij.get("Info") or (tif.shaped_metadata[0].get("napari_svi") if tif.shaped_metadata else None)
+            if record:
+                try:
+                    parsed = json.loads(record)
+                    if isinstance(parsed, dict) and "napari_svi" in parsed:
+                        info.metadata = parsed["napari_svi"]
+                except (json.JSONDecodeError, TypeError):
+                    pass
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise ValueError(f"cannot read {path} as a TIFF: {err}") from err
+    return data, info
+
+
+def _resolution_pixel_size(page, ij: dict) -> tuple[float, float] | None:
+    try:
+        xr = page.tags["XResolution"].value
+        yr = page.tags["YResolution"].value
+    except KeyError:
+        return None
+    unit = str(ij.get("unit", "")).lower()
+    if not unit:
+        res_unit = page.tags.get("ResolutionUnit")
+        unit = {3: "cm"}.get(int(res_unit.value) if res_unit else 0, "")
+    if xr[0] == 0 or yr[0] == 0 or (xr[0] == xr[1] == 1 and not unit):
+        return None
+    px, py = xr[1] / xr[0], yr[1] / yr[0]
+    factor = 1.0 if unit in _MICRON else {"nm": 1e-3, "mm": 1e3, "cm": 1e4}.get(unit)
+    if factor is None:
+        return None
+    return (py * factor, px * factor)
+
+
+def _ome_pixel_size(xml: str) -> tuple[float, float] | None:
+    try:
+        pixels = tifffile.xml2dict(xml)["OME"]["Image"]
+        pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+        return (float(pixels["PhysicalSizeY"]), float(pixels["PhysicalSizeX"]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def write_stack(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    axes: str,
+    pixel_size_um: tuple[float, float] | None = None,
+    frame_interval_s: float | None = None,
+    metadata: dict | None = None,
+) -> Path:
+    """Write ``data`` to ``path`` atomically, with its axes, pixel size and a napari-svi record."""
+    path = Path(path)
+    data = np.asarray(data)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    if len(axes) != data.ndim:
+        raise ValueError(f"axes {axes!r} do not match data with {data.ndim} dimensions")
+    if not path.parent.exists():
+        raise ValueError(f"output folder does not exist: {path.parent}")
+    record = json.dumps({"napari_svi": metadata or {}}, default=_json_default)
+    kwargs: dict = {}
+    if pixel_size_um is not None:
+        kwargs["resolution"] = (1.0 / pixel_size_um[1], 1.0 / pixel_size_um[0])
+    imagej_ok = _is_imagej_order(axes) and data.dtype in (np.uint8, np.uint16, np.float32)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if imagej_ok:
+            md = {"axes": axes, "Info": record}
+            if pixel_size_um is not None:
+                md["unit"] = "um"
+            if frame_interval_s:
+                md["finterval"] = float(frame_interval_s)
+            tifffile.imwrite(tmp, data, imagej=True, metadata=md, **kwargs)
+        else:
+            tifffile.imwrite(tmp, data, metadata={"axes": axes, "napari_svi": record}, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _is_imagej_order(axes: str) -> bool:
+    pos = [_IMAGEJ_ORDER.find(a) for a in axes]
+    return all(p >= 0 for p in pos) and pos == sorted(pos) and len(set(axes)) == len(axes)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)

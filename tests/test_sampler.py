@@ -1,0 +1,159 @@
+"""The sampler, tested for real with an analytic Gaussian prior whose exact eps is known."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_svi.operators.base import Identity
+from napari_svi.operators.spatial import Mask
+from napari_svi.operators.temporal import TemporalOperator, temporal_matrix
+from napari_svi.priors.base import GaussianPrior
+from napari_svi.sampler import SamplingCancelled, _noise, default_gamma, svi_sample, svi_steps
+from napari_svi.schedules import alphas_cumprod, sampling_timesteps
+
+
+class RecordingPrior(GaussianPrior):
+    """Gaussian prior that records every batch the sampler shows it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def predict_noise(self, x, t):
+        self.seen.append(x.detach().clone())
+        return super().predict_noise(x, t)
+
+
+@pytest.fixture(params=["linear", "cosine"])
+def abar(request):
+    return alphas_cumprod(request.param)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_timesteps_of_the_paper():
+    assert sampling_timesteps(20) == list(range(950, -1, -50))
+    assert sampling_timesteps(1) == [0]
+    assert len(sampling_timesteps(7)) == 7
+    with pytest.raises(ValueError, match="steps"):
+        sampling_timesteps(0)
+
+
+def test_gaussian_prior_eps_is_exact():
+    # E[x0 | x_t] of N(mu, s^2): check against Monte Carlo regression of x0 on x_t
+    a = alphas_cumprod("linear")
+    prior = GaussianPrior(0.3, 0.5, a)
+    t = 400
+    rng = torch.Generator().manual_seed(0)
+    x0 = 0.3 + 0.5 * torch.randn(200000, generator=rng, dtype=torch.float64)
+    eps = torch.randn(200000, generator=rng, dtype=torch.float64)
+    xt = a[t].sqrt() * x0 + (1 - a[t]).sqrt() * eps
+    pred = prior.predict_noise(xt.reshape(-1, 1, 1, 1), torch.full((200000,), t)).reshape(-1)
+    # the optimal predictor minimises the MSE: its error equals the posterior variance of eps
+    mse = float(((pred - eps) ** 2).mean())
+    post_var = 1 - (1 - a[t]) / (a[t] * 0.25 + 1 - a[t])
+    assert mse == pytest.approx(float(post_var), rel=0.02)
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_start_and_step_noise_shared_across_frames(consistent):
+    z = _noise((5, 1, 4, 4), consistent, _gen(), "cpu", torch.float32)
+    same = all(torch.equal(z[0], z[k]) for k in range(5))
+    assert same is consistent
+    # behaviour: without data (no CG), identical noise keeps every frame on one sampling path
+    prior = RecordingPrior(0.0, 0.5, alphas_cumprod("linear"))
+    y = torch.zeros(5, 1, 4, 4)
+    out = svi_sample(prior, y, Identity((5, 1, 4, 4)), steps=6, eta=0.8, cg_steps=0, batch_consistent=consistent, generator=_gen())
+    for x in prior.seen:  # x_T and every re-noised state
+        assert all(torch.equal(x[0], x[k]) for k in range(5)) is consistent
+    assert all(torch.equal(out[0], out[k]) for k in range(5)) is consistent
+
+
+def test_seeded_and_deterministic(abar):
+    prior = GaussianPrior(0.0, 0.5, abar)
+    y = torch.rand(4, 1, 6, 6)
+    op = Identity(y.shape)
+    a = svi_sample(prior, y, op, steps=5, generator=_gen(3), gamma=5.0)
+    b = svi_sample(prior, y, op, steps=5, generator=_gen(3), gamma=5.0)
+    c = svi_sample(prior, y, op, steps=5, generator=_gen(4), gamma=5.0)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_noiseless_invertible_blur_is_inverted():
+    # [0.25, 0.5, 0.25] circular over 5 frames is invertible: the posterior is a point, A^-1 y
+    t, h, w = 5, 4, 4
+    m = temporal_matrix(np.array([0.25, 0.5, 0.25]), t, "circular")
+    op = TemporalOperator(m, (t, 1, h, w))
+    rng = np.random.default_rng(0)
+    x_true = torch.from_numpy(rng.uniform(0.2, 0.8, size=(t, 1, h, w))).float()
+    y = op.forward(x_true)
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    x = svi_sample(prior, y, op, steps=20, cg_steps=5, generator=_gen())
+    assert float((x - x_true).abs().max()) < 2e-3
+
+
+def test_inpainting_samples_the_gaussian_posterior():
+    # Noiseless inpainting with an independent Gaussian prior: observed pixels are known exactly,
+    # missing ones follow the prior N(0.5, 0.25^2) on the [0, 1] scale. Mean and spread of the
+    # samples must match that posterior.
+    t, h, w = 3, 8, 8
+    abar = alphas_cumprod("linear")
+    prior = GaussianPrior(0.0, 0.5, abar)  # [-1, 1] units: N(0, 0.5^2) == [0, 1] units: N(0.5, 0.25^2)
+    mask = np.zeros((h, w), dtype=bool)
+    mask[::2] = True
+    op = Mask(mask, (t, 1, h, w))
+    y = op.forward(torch.full((t, 1, h, w), 0.9))
+    draws = torch.stack([
+        svi_sample(prior, y, op, steps=20, eta=0.15, cg_steps=5, generator=_gen(s)) for s in range(48)
+    ])
+    observed = draws[..., torch.from_numpy(mask)]
+    missing = draws[:, 0, 0][..., ~torch.from_numpy(mask)]  # frames are identical here (shared noise)
+    assert float((observed - 0.9).abs().max()) < 1e-4
+    n = missing.numel()
+    assert float(missing.mean()) == pytest.approx(0.5, abs=4 * 0.25 / math.sqrt(n))
+    assert float(missing.std()) == pytest.approx(0.25, rel=0.15)
+
+
+def test_noisy_form_pulls_towards_data_by_gamma():
+    # denoising (A = I): one proximal step has the closed form (x0 + gamma y) / (1 + gamma)
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    y = torch.full((2, 1, 4, 4), 0.8)
+    op = Identity(y.shape)
+    strong = svi_sample(prior, y, op, steps=10, gamma=1000.0, generator=_gen())
+    weak = svi_sample(prior, y, op, steps=10, gamma=0.01, generator=_gen())
+    assert float((strong - 0.8).abs().max()) < 0.01
+    assert float((weak - 0.8).abs().mean()) > float((strong - 0.8).abs().mean())
+
+
+def test_callback_progress_and_cancel():
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    y = torch.rand(2, 1, 4, 4)
+    op = Identity(y.shape)
+    seen = []
+    svi_sample(prior, y, op, steps=4, gamma=2.0, callback=lambda d: seen.append((d["i"], d["t"], d["denoised"].shape)))
+    assert [s[0] for s in seen] == [0, 1, 2, 3]
+    assert seen[-1][1] == 0 and seen[0][2] == (2, 1, 4, 4)
+    with pytest.raises(SamplingCancelled):
+        svi_sample(prior, y, op, steps=10, gamma=2.0, callback=lambda d: d["i"] == 2)
+    assert len(list(svi_steps(prior, y, op, steps=3, gamma=2.0))) == 3
+
+
+def test_gamma_rule():
+    assert math.isinf(default_gamma(0.0))
+    assert default_gamma(0.01) == pytest.approx(10.0)
+    assert default_gamma(1.0) == 1.0  # clamped: data consistency never switched off
+    assert default_gamma(1e-5) == 1000.0
+
+
+def test_bad_settings():
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    y = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="eta"):
+        svi_sample(prior, y, Identity(y.shape), eta=1.5)
+    with pytest.raises(ValueError, match="cg_steps"):
+        svi_sample(prior, y, Identity(y.shape), cg_steps=-1)
