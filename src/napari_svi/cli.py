@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -126,7 +126,8 @@ def train(
 
     ``callback`` receives ``{"step", "steps", "loss", "seconds"}`` after every step; returning
     ``True`` stops training after saving a checkpoint (the run can be resumed later). Returns the
-    folder. An existing ``checkpoint.pt`` with the same configuration is resumed.
+    folder. An existing ``checkpoint.pt`` with the same configuration is resumed; only ``steps`` and
+    ``checkpoint_every`` may differ, so a finished run can be extended.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
@@ -145,7 +146,7 @@ def train(
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"] != _config_record(config):
+        if _resume_key(ckpt["config"]) != _resume_key(_config_record(config)):
             raise ValueError(f"{ckpt_path} was made with other training settings; use a new folder or --no-resume")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -196,7 +197,7 @@ def train(
             opt.step()
             decay = min(config.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(pm, 1 - decay)
             step += 1
             elapsed = time.perf_counter() - t0
@@ -216,6 +217,12 @@ def _config_record(config: TrainConfig) -> dict:
     return {"training": config.to_dict(), "unet": config.unet.to_dict()}
 
 
+def _resume_key(record: dict) -> dict:
+    """The part of a config record a resumed run must share: all but the step count and checkpoint interval."""
+    training = {k: v for k, v in record["training"].items() if k not in ("steps", "checkpoint_every")}
+    return {**record, "training": training}
+
+
 def save_prior(
     model: UNet,
     out_dir: str | os.PathLike,
@@ -231,6 +238,7 @@ def save_prior(
     from . import __version__
 
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out / "weights.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": PRIOR_FORMAT})

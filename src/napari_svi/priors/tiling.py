@@ -1,0 +1,214 @@
+"""Evaluate a prior on frames larger than memory allows: overlapping tiles and frame chunks.
+
+:class:`TiledPrior` wraps any :class:`DiffusionPrior`. A frame is cut into tiles of
+``tile_size`` pixels (a multiple of the network's ``size_multiple``) overlapping by at least
+``overlap`` pixels; the tiles' eps predictions are blended with raised-cosine ramps across every
+overlap, so neighbouring weights sum to one and no seam is visible. Tiles and frames share the
+batch axis and go through the network in chunks of at most ``max_pixels_per_batch`` pixels. On
+CUDA out-of-memory the chunk, then the tile, is halved and the call retried.
+
+Tiling is exact for pixel-wise priors (e.g. the analytic Gaussian prior). For a UNet it is an
+approximation: near a tile border the network sees less context, and GroupNorm statistics are
+taken per tile rather than per frame.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch.nn import functional as F
+
+from .base import DiffusionPrior
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TiledPrior(DiffusionPrior):
+    """``prior`` evaluated in overlapping spatial tiles and frame chunks, under ``inference_mode``.
+
+    Parameters
+    ----------
+    prior : DiffusionPrior
+        The wrapped prior; its ``predict_noise`` sees tiles of shape (b, C, tile, tile).
+    tile_size : int or None
+        Tile height and width in pixels, a multiple of ``prior.size_multiple``; ``None`` runs
+        whole frames (padded to the multiple) until memory runs out.
+    overlap : int
+        Minimum overlap of neighbouring tiles in pixels (``0 <= overlap < tile_size``).
+    max_pixels_per_batch : int or None
+        Largest ``batch * height * width`` handed to the network in one call; ``None``: no limit.
+    precision : {"float32", "bfloat16", "float16"}
+        Autocast dtype of the network (mainly for CUDA); eps is returned as float32 either way.
+    min_tile_size : int
+        Out-of-memory retries give up below this tile size.
+
+    Frames of any height and width are accepted (``size_multiple`` of the wrapper is 1): they are
+    padded by reflection to what the network needs and the result is cropped back.
+    """
+
+    def __init__(
+        self,
+        prior: DiffusionPrior,
+        tile_size: int | None = None,
+        overlap: int = 32,
+        max_pixels_per_batch: int | None = None,
+        *,
+        precision: str = "float32",
+        min_tile_size: int = 64,
+    ):
+        m = prior.size_multiple
+        if tile_size is not None and (not _is_int(tile_size) or tile_size < m or tile_size % m):
+            raise ValueError(f"tile_size must be a positive multiple of {m} (the network's size multiple), got {tile_size!r}")
+        if not _is_int(overlap) or overlap < 0 or (tile_size is not None and overlap >= tile_size):
+            raise ValueError(f"overlap must be an integer in [0, tile_size), got {overlap!r} for tile_size {tile_size}")
+        if max_pixels_per_batch is not None and (not _is_int(max_pixels_per_batch) or max_pixels_per_batch < 1):
+            raise ValueError(f"max_pixels_per_batch must be a positive integer or None, got {max_pixels_per_batch!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        super().__init__(
+            prior, prior.alphas_cumprod, channels=prior.channels, size_multiple=1, name=prior.name, info=prior.info
+        )
+        self.tile_size = tile_size
+        self.overlap = int(overlap)
+        self.max_pixels_per_batch = max_pixels_per_batch
+        self.precision = precision
+        self.min_tile_size = max(int(min_tile_size), m)
+        self._channels_last = False
+        self._last_call: tuple[int, int] = (0, 0)  # (frames, pixels per frame) of the latest network call
+
+    @property
+    def prior(self) -> DiffusionPrior:
+        return self.network  # type: ignore[return-value]
+
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps for ``x`` (B, C, H, W) at timesteps ``t`` (B,) or a scalar; float32, shape of ``x``."""
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        t = t.expand(x.shape[0]) if t.numel() == 1 else t
+        if x.device.type == "cuda" and not self._channels_last:
+            self.prior.to(memory_format=torch.channels_last)  # outside inference mode: params stay normal tensors
+            self._channels_last = True
+        while True:
+            try:
+                with torch.inference_mode():
+                    eps = self._predict(x, t)
+                return eps.clone()  # a normal tensor: callers may update it in place
+            except torch.cuda.OutOfMemoryError:
+                pass
+            # outside the handler, so the failed attempt's activations are already freed
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._shrink(*x.shape[-2:])
+
+    def _shrink(self, height: int, width: int) -> None:
+        """Halve the chunk; once a chunk is a single tile, halve the tile; give up below the minimum."""
+        frames, pixels = self._last_call
+        m = self.prior.size_multiple
+        if frames > 1:
+            self.max_pixels_per_batch = max(1, frames * pixels // 2)
+            what = f"at most {self.max_pixels_per_batch} pixels per network call"
+        else:
+            current = self.tile_size or _ceil_to(max(height, width), m)
+            tile = (current // 2) // m * m
+            if tile < self.min_tile_size:
+                raise RuntimeError(
+                    f"out of GPU memory even for one {current}x{current} tile per network call "
+                    f"(minimum tile size {self.min_tile_size}); free GPU memory or run on the CPU"
+                )
+            self.tile_size = tile
+            self.overlap = min(self.overlap, tile // 4)
+            what = f"{tile}x{tile} tiles overlapping by {self.overlap} pixels"
+        warnings.warn(f"out of GPU memory: retrying with {what}", RuntimeWarning, stacklevel=3)
+
+    def _predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        m = self.prior.size_multiple
+        tile = self.tile_size
+        th = _ceil_to(h, m) if tile is None else min(tile, _ceil_to(h, m))
+        tw = _ceil_to(w, m) if tile is None else min(tile, _ceil_to(w, m))
+        hp, wp = max(h, th), max(w, tw)
+        xp = _pad_to(x, hp, wp)
+        ys, xs = _starts(hp, th, self.overlap), _starts(wp, tw, self.overlap)
+        if len(ys) == len(xs) == 1:
+            return self._run(xp, t)[..., :h, :w].float()
+        wy, wx = _weights(ys, th, x.device), _weights(xs, tw, x.device)
+        positions = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+        tiles = torch.cat([xp[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in positions])
+        eps = self._run(tiles, t.repeat(len(positions)))
+        out = torch.zeros((b, c, hp, wp), dtype=torch.float32, device=x.device)
+        total = torch.zeros((hp, wp), dtype=torch.float32, device=x.device)
+        for k, (i, j) in enumerate(positions):
+            weight = wy[i][:, None] * wx[j][None, :]
+            out[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += eps[k * b : (k + 1) * b] * weight
+            total[ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += weight
+        return (out / total)[..., :h, :w]
+
+    def _run(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network on ``x`` (N, C, h, w) in chunks of at most ``max_pixels_per_batch`` pixels."""
+        n, pixels = x.shape[0], x.shape[-2] * x.shape[-1]
+        per = n if self.max_pixels_per_batch is None else max(1, min(n, self.max_pixels_per_batch // pixels))
+        self._last_call = (per, pixels)
+        return torch.cat([self._network(x[i : i + per], t[i : i + per]) for i in range(0, n, per)])
+
+    def _network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        if dtype == torch.float32:
+            return self.prior.predict_noise(x, t).float()
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            eps = self.prior.predict_noise(x, t)
+        return eps.float()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ceil_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad the bottom and right of ``x`` to (height, width): reflection if it fits, else replication."""
+    ph, pw = height - x.shape[-2], width - x.shape[-1]
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _starts(n: int, size: int, overlap: int) -> list[int]:
+    """Evenly spread tile starts covering [0, n) with tiles of ``size`` overlapping >= ``overlap``."""
+    if size >= n:
+        return [0]
+    k = math.ceil((n - overlap) / (size - overlap))
+    return [round(i * (n - size) / (k - 1)) for i in range(k)]
+
+
+def _weights(starts: list[int], size: int, device: torch.device) -> list[torch.Tensor]:
+    """1-D blending weight of each tile: 1 inside, a raised-cosine ramp across each overlap.
+
+    The ramp ``0.5 - 0.5 cos(pi (i + 1/2) / L)`` over an overlap of ``L`` pixels is strictly
+    positive and the rising ramp of one tile plus the falling ramp of its neighbour is exactly 1.
+    """
+    out = []
+    for k, s in enumerate(starts):
+        w = torch.ones(size, dtype=torch.float32, device=device)
+        before = starts[k - 1] + size - s if k > 0 else 0
+        after = s + size - starts[k + 1] if k + 1 < len(starts) else 0
+        if before > 0:
+            w[:before] *= _ramp(before, device)
+        if after > 0:
+            w[size - after :] *= _ramp(after, device).flip(0)
+        out.append(w)
+    return out
+
+
+def _ramp(length: int, device: torch.device) -> torch.Tensor:
+    i = torch.arange(length, dtype=torch.float32, device=device)
+    return 0.5 - 0.5 * torch.cos(math.pi * (i + 0.5) / length)
+
+
+__all__ = ["PRECISIONS", "TiledPrior"]
