@@ -13,27 +13,24 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-_EXPORTS = {
-    "restore": "napari_svi.restore",
-    "iter_restore": "napari_svi.restore",
-    "RestoreResult": "napari_svi.restore",
-    "RestoreCancelled": "napari_svi.restore",
-    "OperatorSpec": "napari_svi.operators",
-    "degrade": "napari_svi.degrade",
-    "load_prior": "napari_svi.priors.loading",
-    "train": "napari_svi.training",
-    "TrainConfig": "napari_svi.training",
-    "read_stack": "napari_svi.io",
-    "write_stack": "napari_svi.io",
-}
+from .degrade import degrade  # noqa: E402
+from .io import read_stack, write_stack  # noqa: E402
+from .operators import OperatorSpec  # noqa: E402
+from .priors.loading import load_prior  # noqa: E402
+from .restore import RestoreCancelled, RestoreResult, iter_restore, restore  # noqa: E402
+from .training import TrainConfig, train  # noqa: E402
 
-__all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    # Lazy: `import napari_svi` (done by napari when it reads the manifest) must not import torch.
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'napari_svi' has no attribute {name!r}")
+__all__ = [
+    "__version__",
+    "OperatorSpec",
+    "RestoreCancelled",
+    "RestoreResult",
+    "TrainConfig",
+    "degrade",
+    "iter_restore",
+    "load_prior",
+    "read_stack",
+    "restore",
+    "train",
+    "write_stack",
+]
