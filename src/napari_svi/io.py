@@ -134,7 +134,7 @@ def write_stack(
                 md["finterval"] = float(frame_interval_s)
             tifffile.imwrite(tmp, data, imagej=True, metadata=md, **kwargs)
         else:
-            tifffile.imwrite(tmp, data, metadata={"axes": axes, "napari_svi": record}, **kwargs)
+            tifffile.imwrite(tmp, data, metadata={"axes": axes, "napari_svi": record}, photometric="minisblack", **kwargs)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
