@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

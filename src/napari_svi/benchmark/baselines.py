@@ -1,0 +1,268 @@
+"""Classical restoration baselines that use the same forward operator ``A`` as SVI.
+
+All work on ``(T, C, H, W)`` torch tensors on the [0, 1] scale, with ``y`` of shape
+``operator.out_shape``, and return an estimate of shape ``operator.in_shape``. Each iterative one is
+a step generator (yields ``{"i", "x"}`` after every iteration, so a caller can watch or stop it)
+plus a thin function that drains it.
+
+- :func:`measurement_estimate`: the measurement brought to the true stack's grid (no solving).
+- :func:`cg_least_squares`: conjugate gradient on the normal equations ``A^T A x = A^T y``.
+- :func:`richardson_lucy`: the Richardson-Lucy multiplicative update on the whole spatio-temporal
+  operator (needs a nonnegative ``A``: convolutions with nonnegative PSFs, block means, masks).
+- :func:`tv_admm`: total-variation regularised least squares solved by ADMM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..cg import conjugate_gradient
+from ..operators import OperatorSpec
+from ..operators.base import LinearOperator
+
+# ---------------------------------------------------------------- the measurement on the true grid
+
+
+def measurement_estimate(y: np.ndarray, spec: OperatorSpec, true_shape: tuple[int, int, int]) -> np.ndarray:
+    """The measurement resampled to the true stack's grid: what a user sees before any restoration.
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (T_m, H_m, W_m)
+        Measurement in any units; missing (masked) pixels stay as they are in ``y`` (zero).
+    spec : OperatorSpec
+        Its ``temporal_subsample`` and ``downsample`` say how to resample.
+    true_shape : tuple of int
+        ``(T, H, W)`` of the true stack.
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (T, H, W)
+        Frames linearly interpolated in time where only every ``s``-th frame was measured (frames
+        after the last measured one repeat it); frames upsampled bilinearly (``skimage.transform.
+        resize``, order 1, pixel centres aligned with the block means) where ``downsample > 1``.
+    """
+    from skimage.transform import resize
+
+    t, h, w = true_shape
+    y = np.asarray(y, dtype=np.float32)
+    if y.shape[1:] != (h, w):
+        y = np.stack([resize(f, (h, w), order=1, mode="edge", anti_aliasing=False) for f in y]).astype(np.float32)
+    s = int(spec.temporal_subsample)
+    if y.shape[0] != t:
+        measured = np.arange(y.shape[0]) * s
+        flat = y.reshape(y.shape[0], -1)
+        out = np.empty((t, flat.shape[1]), dtype=np.float32)
+        for k in range(t):
+            j = min(np.searchsorted(measured, k, side="right") - 1, len(measured) - 1)
+            if measured[j] == k or j + 1 >= len(measured):
+                out[k] = flat[j]
+            else:
+                a = (k - measured[j]) / s
+                out[k] = (1 - a) * flat[j] + a * flat[j + 1]
+        y = out.reshape(t, h, w)
+    return y
+
+
+# ---------------------------------------------------------------- conjugate gradient (no prior)
+
+
+def cg_least_squares(
+    y: torch.Tensor, operator: LinearOperator, n_iter: int, x0: torch.Tensor | None = None, tol: float = 0.0
+) -> torch.Tensor:
+    """Least squares ``argmin ||A x - y||^2`` by CG on ``A^T A x = A^T y`` from ``x0`` (default ``A^T y``).
+
+    SVI's data-consistency step without the prior. With few iterations the start acts as a
+    regulariser; run to convergence (``tol`` > 0, many iterations) it fits the noise too.
+    """
+    aty = operator.adjoint(y)
+    return conjugate_gradient(operator.normal, aty, aty if x0 is None else x0, n_iter, tol=tol)
+
+
+# ---------------------------------------------------------------- Richardson-Lucy
+
+
+def is_nonnegative(spec: OperatorSpec) -> bool:
+    """Whether every part of ``spec`` has nonnegative weights (so Richardson-Lucy applies)."""
+    kernel = spec.temporal_kernel()
+    psf = spec.spatial_kernel()
+    return (kernel is None or bool(np.all(kernel >= 0))) and (psf is None or bool(np.all(psf >= 0)))
+
+
+def richardson_lucy_steps(
+    y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6
+) -> Iterator[dict]:
+    """Richardson-Lucy iterations ``x <- x * A^T(y / A x) / A^T 1``, yielding ``{"i", "x"}``.
+
+    The multiplicative update for Poisson data (Richardson 1972, Lucy 1974), the same as
+    ``skimage.restoration.richardson_lucy`` but with the whole spatio-temporal operator, so temporal
+    and spatial blur, downsampling and masks are deconvolved jointly. ``y`` is clipped at 0 and the
+    start is the constant mean of ``A^T y / A^T 1``; pixels that no measurement sees (``A^T 1 = 0``)
+    keep it. ``eps`` guards the divisions.
+    """
+    yc = y.clamp_min(0)
+    norm = operator.adjoint(torch.ones_like(y))
+    seen = norm > 0
+    norm = norm.clamp_min(eps)
+    x = torch.full(operator.in_shape, float((operator.adjoint(yc) / norm)[seen].mean()), dtype=y.dtype, device=y.device)
+    for i in range(n_iter):
+        x = torch.where(seen, x * operator.adjoint(yc / operator.forward(x).clamp_min(eps)) / norm, x)
+        yield {"i": i, "x": x}
+
+
+def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
+    """Run :func:`richardson_lucy_steps` for ``n_iter`` iterations and return the estimate."""
+    x = None
+    for info in richardson_lucy_steps(y, operator, n_iter, eps=eps):
+        x = info["x"]
+    return x if x is not None else y.new_zeros(operator.in_shape)
+
+
+# ---------------------------------------------------------------- total variation by ADMM
+
+
+def gradient(x: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """Forward differences along T, H and W of ``x`` (T, C, H, W): shape (3, T, C, H, W).
+
+    The last difference along each axis is 0 (Neumann boundary); the temporal one is scaled by
+    ``temporal_weight``.
+    """
+    d = torch.zeros((3, *x.shape), dtype=x.dtype, device=x.device)
+    d[0, :-1] = (x[1:] - x[:-1]) * temporal_weight
+    d[1, :, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    d[2, :, :, :, :-1] = x[..., 1:] - x[..., :-1]
+    return d
+
+
+def gradient_adjoint(p: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """Adjoint of :func:`gradient` (minus the divergence): (3, T, C, H, W) -> (T, C, H, W)."""
+    out = torch.zeros(p.shape[1:], dtype=p.dtype, device=p.device)
+    pt = p[0, :-1] * temporal_weight
+    out[:-1] -= pt
+    out[1:] += pt
+    out[:, :, :-1] -= p[1, :, :, :-1]
+    out[:, :, 1:] += p[1, :, :, :-1]
+    out[..., :-1] -= p[2, ..., :-1]
+    out[..., 1:] += p[2, ..., :-1]
+    return out
+
+
+def tv_admm_steps(
+    y: torch.Tensor,
+    operator: LinearOperator,
+    weight: float,
+    n_iter: int = 50,
+    *,
+    rho: float | None = None,
+    cg_steps: int = 5,
+    temporal_weight: float = 1.0,
+    x0: torch.Tensor | None = None,
+) -> Iterator[dict]:
+    """ADMM for ``argmin_x 1/2 ||A x - y||^2 + weight * TV(x)``, yielding ``{"i", "x"}``.
+
+    Parameters
+    ----------
+    weight : float
+        TV weight ``lambda`` on the [0, 1] scale (larger: smoother).
+    n_iter : int
+        ADMM iterations.
+    rho : float, optional
+        ADMM penalty; default ``10 * weight`` (the split is ``z = D x``).
+    cg_steps : int
+        CG iterations of each x-update, warm-started at the previous x.
+    temporal_weight : float
+        Scale of the temporal differences in TV (1: isotropic 3-D TV treating a frame step like a
+        pixel step; 0: per-frame 2-D TV).
+    x0 : torch.Tensor, optional
+        Start (default ``A^T y``).
+
+    Notes
+    -----
+    Isotropic TV ``sum_p sqrt((w_t D_t x)_p^2 + (D_y x)_p^2 + (D_x x)_p^2)`` with forward differences
+    and Neumann boundaries. Scaled-form ADMM (Boyd et al. 2011, section 6.4)::
+
+        x <- argmin 1/2 ||A x - y||^2 + rho/2 ||D x - z + u||^2   (CG on A^T A + rho D^T D)
+        z <- shrink(D x + u, weight / rho)                          (per-voxel vector shrinkage)
+        u <- u + D x - z
+    """
+    rho = 10.0 * weight if rho is None else float(rho)
+    if weight <= 0 or rho <= 0:
+        raise ValueError(f"weight and rho must be positive, got weight={weight}, rho={rho}")
+    aty = operator.adjoint(y)
+    x = (aty if x0 is None else x0).clone()
+    z = gradient(x, temporal_weight)
+    u = torch.zeros_like(z)
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return operator.normal(v) + rho * gradient_adjoint(gradient(v, temporal_weight), temporal_weight)
+
+    threshold = weight / rho
+    for i in range(n_iter):
+        x = conjugate_gradient(normal, aty + rho * gradient_adjoint(z - u, temporal_weight), x, cg_steps)
+        dx = gradient(x, temporal_weight)
+        v = dx + u
+        magnitude = torch.sqrt((v * v).sum(dim=0, keepdim=True))
+        z = v * torch.clamp(1 - threshold / magnitude.clamp_min(1e-12), min=0)
+        u = v - z
+        yield {"i": i, "x": x}
+
+
+def tv_admm(y: torch.Tensor, operator: LinearOperator, weight: float, n_iter: int = 50, **kwargs) -> torch.Tensor:
+    """Run :func:`tv_admm_steps` and return the estimate."""
+    x = None
+    for info in tv_admm_steps(y, operator, weight, n_iter, **kwargs):
+        x = info["x"]
+    return x if x is not None else operator.adjoint(y)
+
+
+# ---------------------------------------------------------------- oracle tuning on the ground truth
+
+
+def best_iterate(steps: Iterator[dict], score: Callable[[torch.Tensor], float]) -> tuple[torch.Tensor, int, float]:
+    """Drain ``steps`` and keep the iterate with the highest ``score`` (e.g. PSNR to the truth).
+
+    Returns ``(x, iterations, score)`` with ``iterations`` = index + 1 of the best iterate.
+    """
+    best, best_i, best_s = None, 0, -math.inf
+    for info in steps:
+        s = score(info["x"])
+        if s > best_s:
+            best, best_i, best_s = info["x"].clone(), info["i"] + 1, s
+    if best is None:
+        raise ValueError("the iteration produced no iterate")
+    return best, best_i, best_s
+
+
+def log_search(score: Callable[[float], float], start: float, factor: float = 10 ** 0.5, *,
+               max_evals: int = 8, refine: bool = True) -> tuple[float, float, dict[float, float]]:
+    """Maximise ``score(value)`` over positive values on a geometric grid; returns ``(best, score, tried)``.
+
+    Evaluates ``start``, walks by ``factor`` in the improving direction until the score drops (at
+    most ``max_evals`` evaluations), then, if ``refine``, tries the two half-steps around the best.
+    """
+    tried: dict[float, float] = {}
+
+    def f(v: float) -> float:
+        if v not in tried:
+            tried[v] = score(v)
+        return tried[v]
+
+    f(start)
+    f(start * factor)
+    direction = factor if tried[start * factor] > tried[start] else 1 / factor
+    best = max(tried, key=tried.get)
+    while len(tried) < max_evals:
+        nxt = best * direction
+        if f(nxt) <= tried[best]:
+            break
+        best = nxt
+    best = max(tried, key=tried.get)
+    if refine:
+        for v in (best * math.sqrt(factor), best / math.sqrt(factor)):
+            f(v)
+        best = max(tried, key=tried.get)
+    return best, tried[best], tried
