@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli")
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli", "napari_svi.batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,9 +91,17 @@ def operator_from_args(args: argparse.Namespace):
 
 
 def _read_input(args):
-    from .io import read_stack
+    from .io import StackInfo, read_stack
+    from .lazy import is_zarr_path, open_zarr, zarr_axes
 
-    data, info = read_stack(args.input)
+    if is_zarr_path(args.input):
+        data, attrs = open_zarr(args.input)  # lazy: read window by window
+        record = attrs.get("napari_svi") if isinstance(attrs.get("napari_svi"), dict) else {}
+        px = record.get("pixel_size_um")
+        info = StackInfo(axes=zarr_axes(attrs, data.ndim) or "Q" * (data.ndim - 2) + "YX",
+                         pixel_size_um=tuple(px) if px else None, frame_interval_s=record.get("frame_interval_s"))
+    else:
+        data, info = read_stack(args.input)
     time_axis = args.time_axis if args.time_axis is not None else info.time_axis
     if time_axis is None:
         raise ValueError(f"{args.input} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
@@ -191,12 +200,8 @@ def _noise_arg(text: str):
     return value
 
 
-def _add_restore(sub) -> None:
-    p = sub.add_parser("restore", help="restore a degraded time-lapse with the diffusion prior",
-                       description="Restore a measurement (low-resolution when --downsample is set); "
-                       "the output is the estimate of the true stack, float32 in the input's units.")
-    _common_io_flags(p)
-    add_operator_flags(p)
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the sampler, the prior and the windowing, shared by restore and batch."""
     p.add_argument("--noise-sigma", type=_noise_arg, default="auto",
                    help="noise std in the file's units, 'auto' (estimate) or 'none' (noiseless) (default: auto)")
     p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: from the noise level)")
@@ -209,6 +214,42 @@ def _add_restore(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
     p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
+    g = p.add_argument_group("long and large stacks")
+    g.add_argument("--window", type=int, default=16, metavar="FRAMES",
+                   help="frames each temporal window keeps; 0 = the whole stack at once (default: 16)")
+    g.add_argument("--window-overlap", type=int, default=None, metavar="FRAMES",
+                   help="blended overlap of neighbouring windows (default: min(4, window / 4))")
+    g.add_argument("--window-margin", type=int, default=None, metavar="FRAMES",
+                   help="frames solved beyond each window edge (default: temporal PSF length - 1 + subsample - 1)")
+    g.add_argument("--tile-size", type=int, default=None, metavar="PIXELS",
+                   help="evaluate the network in tiles of this size (frames larger than GPU memory allows)")
+    g.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="cut frames into spatial tiles so one window's solver fits, e.g. 8GB (default: no limit)")
+
+
+def sampler_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`napari_svi.restore.iter_restore` from the sampler flags."""
+    return dict(
+        prior=args.prior, steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
+        gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
+        device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
+        window=args.window or None, window_overlap=args.window_overlap, window_margin=args.window_margin,
+        tile_size=args.tile_size, memory_budget=args.memory_budget,
+    )
+
+
+def _add_restore(sub) -> None:
+    p = sub.add_parser("restore", help="restore a degraded time-lapse with the diffusion prior",
+                       description="Restore a measurement (low-resolution when --downsample is set); "
+                       "the output is the estimate of the true stack, float32 in the input's units. "
+                       "A .zarr input is read window by window; a .zarr output is written window by window "
+                       "and resumed when the command is run again after an interruption.")
+    p.add_argument("input", help="input TIFF or zarr store (.zarr)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output TIFF (written atomically) or zarr store (.zarr: written window by window, resumable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_operator_flags(p)
+    add_sampler_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_restore)
 
@@ -217,17 +258,22 @@ def _run_restore(args) -> int:
     from tqdm import tqdm
 
     from .io import write_stack
+    from .lazy import is_zarr_path
     from .restore import iter_restore
 
-    out = _check_output(args)
+    to_zarr = is_zarr_path(args.output)
+    if to_zarr:  # an existing store is resumed (same parameters) or replaced (--overwrite)
+        out = Path(args.output)
+        if out.resolve() == Path(args.input).resolve():
+            raise ValueError("the output must differ from the input: the input is never overwritten")
+        if not out.parent.exists():
+            raise ValueError(f"output folder does not exist: {out.parent}")
+    else:
+        out = _check_output(args)
     data, info, time_axis, axes = _read_input(args)
     spec = operator_from_args(args)
-    gen = iter_restore(
-        data, spec, prior=args.prior, time_axis=time_axis, steps=args.steps, eta=args.eta,
-        cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
-        gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
-        device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
-    )
+    gen = iter_restore(data, spec, time_axis=time_axis, **sampler_kwargs(args),
+                       out=str(out) if to_zarr else None, overwrite=args.overwrite)
     bar = None
     try:
         while True:
@@ -245,6 +291,16 @@ def _run_restore(args) -> int:
         px = (px[0] / args.downsample, px[1] / args.downsample)
     interval = info.frame_interval_s / args.temporal_subsample if info.frame_interval_s else None
     meta = {**result.metadata, "command": "restore", "source": str(args.input)}
+    if to_zarr:
+        import zarr
+
+        group = zarr.open_group(str(out), mode="r+")
+        group.attrs["napari_svi"] = json.loads(json.dumps(
+            {**meta, "axes": axes, "pixel_size_um": list(px) if px else None, "frame_interval_s": interval},
+            default=str))
+        print(f"wrote {out} (restored{', std, samples' if args.samples > 1 else ''}) in "
+              f"{result.metadata['seconds']:.1f} s on {result.metadata['device']}")
+        return 0
     write_stack(out, result.restored, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
     written = [str(out)]
     if result.std is not None:

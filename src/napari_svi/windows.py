@@ -1,0 +1,394 @@
+"""Cut one large restoration into overlapping pieces: temporal windows and spatial tiles.
+
+A long time-lapse is restored in temporal windows and, when a frame does not fit the memory
+budget, in spatial tiles. Each piece is a complete small inverse problem (its own measurement and
+forward model); the pieces' estimates are blended with weights that sum to one, so the result has
+no seams.
+
+The key point is which measurements a piece may use. A measured frame (or pixel) depends on every
+true frame (pixel) its PSF reaches. A piece that *keeps* true frames ``[a, b)`` therefore *solves*
+for ``[a - margin, b + margin)`` and uses exactly the measured frames whose whole kernel support
+lies inside the solved range: their forward model is exact, with no invented boundary. With
+``margin = L - 1`` for a kernel of ``L`` frames (plus ``s - 1`` for temporal subsampling by ``s``)
+every kept frame sees every measurement that touches it, as in a restore of the whole stack. At the
+first and last frame of the stack the stack's own boundary rule (``symmetric``: mirrored;
+``circular``: wrapped) is the true model and is kept. Spatial tiles work the same way, per axis,
+with the spatial PSF and the downsampling blocks: a measured pixel outside the reach of its tile is
+masked out (treated as unobserved).
+
+Blending: where the kept ranges of neighbouring pieces overlap, each piece's weight follows a
+raised-cosine ramp ``0.5 - 0.5 cos(pi (i + 1/2) / L)``; rising and falling ramps sum to one.
+Weights are normalised per frame, so any number of overlapping pieces blends correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .operators.temporal import boundary_indices
+
+#: Default number of frames a temporal window keeps (the paper restores 16-frame clips).
+DEFAULT_WINDOW = 16
+#: Default overlap, in frames, of the kept ranges of neighbouring windows (blended).
+DEFAULT_WINDOW_OVERLAP = 4
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a 1-D axis (frames of a stack, or rows / columns of a frame).
+
+    Attributes
+    ----------
+    solve : numpy.ndarray of int64
+        Positions (true frames or true pixels) solved for, in order. Contiguous, except that a
+        circular boundary may wrap around the end of the axis.
+    keep : tuple of int
+        ``(start, stop)``: the positions this piece contributes to the result.
+    weights : numpy.ndarray of float64, shape (stop - start,)
+        Blending weight of each kept position; summed over all pieces, one at every position.
+    measured : numpy.ndarray of int64
+        Measured positions (frames at measurement rate, or pixels at measurement resolution) whose
+        forward model lies entirely inside ``solve``: the data this piece uses.
+    """
+
+    solve: np.ndarray
+    keep: tuple[int, int]
+    weights: np.ndarray
+    measured: np.ndarray
+
+    @property
+    def keep_in_solve(self) -> np.ndarray:
+        """Indices into ``solve`` of the kept positions ``keep[0] .. keep[1] - 1``."""
+        lookup = {int(p): i for i, p in enumerate(self.solve)}
+        return np.array([lookup[p] for p in range(*self.keep)], dtype=np.int64)
+
+
+def support(
+    n_true: int, kernel_size: int, boundary: str, block: int, n_measured: int, *, stride: int | None = None
+) -> np.ndarray:
+    """True positions that each measured position depends on, shape ``(n_measured, span)``.
+
+    A measured position ``o`` averages ``block`` true positions starting at ``o * stride``
+    (``stride = block`` for downsampling; ``block = 1``, ``stride = s`` for temporal subsampling),
+    each blurred by a kernel of ``kernel_size`` taps centred on index ``kernel_size // 2``; positions
+    beyond the axis are mapped back by ``boundary`` as the operators do
+    (:func:`napari_svi.operators.temporal.boundary_indices`).
+    """
+    stride = block if stride is None else stride
+    before, after = kernel_size - 1 - kernel_size // 2, kernel_size // 2
+    index = boundary_indices(n_true, before, after + block - 1 + stride, boundary)
+    starts = np.arange(n_measured, dtype=np.int64) * stride
+    return index[starts[:, None] + np.arange(kernel_size + block - 1)[None, :]]
+
+
+def temporal_support(kernel: np.ndarray | None, n_frames: int, boundary: str, subsample: int) -> np.ndarray:
+    """True frames each measured frame depends on, ``(T_m, span)``; taps of weight 0 are left out.
+
+    Zero taps are replaced by the row's own centre frame, which every row depends on anyway.
+    """
+    kernel = np.ones(1) if kernel is None else np.asarray(kernel, dtype=np.float64)
+    n_measured = math.ceil(n_frames / subsample)
+    cols = support(n_frames, kernel.size, boundary, 1, n_measured, stride=subsample)
+    # column j of a row is tap L - 1 - j of the kernel (true convolution)
+    zero = kernel[::-1] == 0
+    if zero.any():
+        centre = cols[:, kernel.size - 1 - kernel.size // 2]
+        cols = np.where(zero[None, :], centre[:, None], cols)
+    return cols
+
+
+def window_temporal_matrix(
+    kernel: np.ndarray | None, n_frames: int, boundary: str, subsample: int, solve: np.ndarray, measured: np.ndarray
+) -> np.ndarray:
+    """Rows ``measured`` and columns ``solve`` of :func:`~napari_svi.operators.temporal.temporal_matrix`.
+
+    Built without the dense ``(T_m, T)`` matrix of the whole stack, so it costs O(window) for
+    stacks of any length. Every row's support must lie inside ``solve`` (see :class:`Piece`).
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (len(measured), len(solve))
+    """
+    kernel = np.ones(1) if kernel is None else np.asarray(kernel, dtype=np.float64)
+    length = kernel.size
+    cols = support(n_frames, length, boundary, 1, math.ceil(n_frames / subsample), stride=subsample)[measured]
+    position = np.full(n_frames, -1, dtype=np.int64)
+    position[solve] = np.arange(len(solve))
+    local = position[cols]
+    taps = kernel[::-1]
+    if np.any(local[:, taps != 0] < 0):
+        raise ValueError("a measured frame reaches outside the window; choose it with plan_windows")
+    matrix = np.zeros((len(measured), len(solve)))
+    rows = np.repeat(np.arange(len(measured)), length)
+    np.add.at(matrix, (rows, np.where(local < 0, 0, local).ravel()), np.tile(taps, len(measured)))
+    return matrix
+
+
+def default_margin(kernel_size: int, subsample: int = 1) -> int:
+    """Frames solved beyond each side of a window's kept range: ``(L - 1) + (s - 1)``.
+
+    ``L - 1`` makes every measurement that touches a kept frame part of the window; ``s - 1``
+    reaches the next measured frame across the edge when only every ``s``-th frame is measured.
+    """
+    return (int(kernel_size) - 1) + (int(subsample) - 1)
+
+
+def spread_starts(n: int, size: int, overlap: int, align: int = 1) -> list[int]:
+    """Evenly spread starts of pieces of ``size`` covering ``[0, n)``, overlapping by ``>= overlap``.
+
+    Starts are multiples of ``align`` (the last piece ends at ``n`` when ``n`` is a multiple of
+    ``align``).
+    """
+    if size >= n:
+        return [0]
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, {size}), got {overlap}")
+    k = math.ceil((n - overlap) / (size - overlap))
+    starts = sorted({int(round(i * (n - size) / (k - 1) / align)) * align for i in range(k)})
+    starts[-1] = n - size
+    return starts
+
+
+def blend_weights(starts: list[int], size: int, n: int) -> list[np.ndarray]:
+    """Weights of pieces ``[s, min(s + size, n))``: raised-cosine ramps over overlaps, normalised.
+
+    Returns one float64 array per piece; at every position of ``[0, n)`` the weights of the pieces
+    covering it sum to one.
+    """
+    raw = []
+    for k, s in enumerate(starts):
+        stop = min(s + size, n)
+        w = np.ones(stop - s)
+        before = min(starts[k - 1] + size, n) - s if k > 0 else 0
+        after = stop - starts[k + 1] if k + 1 < len(starts) else 0
+        if before > 0:
+            w[:before] *= _ramp(before)
+        if after > 0:
+            w[w.size - after :] *= _ramp(after)[::-1]
+        raw.append(w)
+    total = np.zeros(n)
+    for s, w in zip(starts, raw, strict=True):
+        total[s : s + w.size] += w
+    return [w / total[s : s + w.size] for s, w in zip(starts, raw, strict=True)]
+
+
+def _ramp(length: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)
+
+
+def plan_windows(
+    n_frames: int,
+    kernel: np.ndarray | None = None,
+    boundary: str = "symmetric",
+    subsample: int = 1,
+    *,
+    window: int | None = DEFAULT_WINDOW,
+    overlap: int = DEFAULT_WINDOW_OVERLAP,
+    margin: int | None = None,
+) -> list[Piece]:
+    """Temporal windows of a stack of ``n_frames`` true frames.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames of the true stack.
+    kernel : numpy.ndarray or None
+        Temporal PSF (weights per frame, centre at ``L // 2``); ``None``: no temporal blur.
+    boundary : {"symmetric", "circular"}
+        The stack's temporal boundary rule.
+    subsample : int
+        Only frames ``0, s, 2s, ...`` are measured.
+    window : int or None
+        Frames each window keeps (contributes to the result); ``None`` or 0: one window over the
+        whole stack. A window solves ``window + 2 * margin`` frames, which sets the memory use.
+    overlap : int
+        Minimum overlap, in frames, of neighbouring windows' kept ranges (blended).
+    margin : int, optional
+        Frames solved beyond each side of the kept range; default :func:`default_margin`.
+
+    Returns
+    -------
+    list of Piece
+        One window (the whole stack, every measured frame) when the stack is not longer than
+        ``window + 2 * margin``.
+    """
+    size = len(kernel) if kernel is not None else 1
+    margin = default_margin(size, subsample) if margin is None else int(margin)
+    if margin < 0:
+        raise ValueError(f"window_margin must be an integer >= 0, got {margin}")
+    cols = temporal_support(kernel, n_frames, boundary, subsample)
+    if not window or n_frames <= window + 2 * margin:
+        return [Piece(np.arange(n_frames), (0, n_frames), np.ones(n_frames), np.arange(cols.shape[0]))]
+    if window < 1 or not 0 <= overlap < window:
+        raise ValueError(f"window must be >= 1 and window_overlap in [0, window), got {window} and {overlap}")
+    starts = spread_starts(n_frames, window, overlap)
+    weights = blend_weights(starts, window, n_frames)
+    pieces = []
+    for start, w in zip(starts, weights, strict=True):
+        stop = start + window
+        if boundary == "circular":
+            solve = np.arange(start - margin, stop + margin) % n_frames
+        else:
+            solve = np.arange(max(start - margin, 0), min(stop + margin, n_frames))
+        inside = np.isin(cols, solve).all(axis=1)
+        pieces.append(Piece(solve, (start, stop), w, np.flatnonzero(inside)))
+    return pieces
+
+
+def spatial_margin(psf_size: int = 1, downsample: int = 1) -> int:
+    """True pixels solved beyond each inner side of a tile's kept region.
+
+    The spatial analogue of :func:`default_margin`: ``(L - 1) + (s - 1)`` for a PSF ``L`` pixels
+    wide (true pixels) and downsampling by ``s``, rounded up to a multiple of ``s``, so that every
+    measured pixel that touches a kept pixel is used. That is twice the PSF radius plus one
+    block; for a PSF of radius ``r`` measured pixels it is at least ``r`` times the downsampling
+    factor.
+    """
+    reach = (int(psf_size) - 1) + (int(downsample) - 1)
+    return -(-reach // downsample) * downsample
+
+
+def plan_axis_tiles(
+    n_true: int, tile: int | None, *, psf_size: int = 1, downsample: int = 1, boundary: str = "symmetric",
+    overlap: int | None = None, margin: int | None = None,
+) -> list[Piece]:
+    """Spatial tiles along one image axis of ``n_true`` true pixels (``n_true / downsample`` measured).
+
+    ``tile`` is the kept size in true pixels (rounded down to a multiple of ``downsample``), or
+    ``None`` for one tile. Tiles solve ``margin`` more pixels on each inner side (default
+    :func:`spatial_margin`) and overlap by ``overlap`` pixels (default: the margin, at least 16;
+    rounded up to whole downsampling blocks) for blending. Measured pixels whose blurred, binned support leaves the
+    solved range are not used (``measured`` lists the ones that are).
+    """
+    s = downsample
+    n_meas = n_true // s
+    cols = support(n_true, psf_size, boundary, s, n_meas)
+    margin = spatial_margin(psf_size, s) if margin is None else int(margin)
+    if tile is None or tile >= n_true:
+        return [Piece(np.arange(n_true), (0, n_true), np.ones(n_true), np.arange(n_meas))]
+    tile = max(tile // s * s, s)
+    overlap = max(margin, 16) if overlap is None else int(overlap)
+    overlap = min(-(-overlap // s) * s, tile - s)
+    starts = spread_starts(n_true, tile, overlap, align=s)
+    weights = blend_weights(starts, tile, n_true)
+    pieces = []
+    for start, w in zip(starts, weights, strict=True):
+        lo, hi = max(start - margin, 0), min(start + tile + margin, n_true)
+        solve = np.arange(lo, hi)
+        inside = ((cols >= lo) & (cols < hi)).all(axis=1)
+        pieces.append(Piece(solve, (start, min(start + tile, n_true)), w, np.flatnonzero(inside)))
+    return pieces
+
+
+def tile_for_budget(
+    frames: int, height: int, width: int, memory_budget: int | None, *, copies: int = 20, multiple: int = 1
+) -> int | None:
+    """Largest square tile (true pixels, a multiple of ``multiple``) whose solver arrays fit the budget.
+
+    The solver holds about ``copies`` float32 stacks of the solved window (state, noise
+    prediction, denoised estimate, CG vectors, operator intermediates; 18 measured with the
+    analytic prior, ``benchmarks/window_memory.py``). ``None`` (no tiling) when
+    the whole frame fits or no budget is given. The network's own activations are bounded
+    separately by evaluating it in tiles (``tile_size``, :class:`~napari_svi.priors.TiledPrior`).
+    """
+    if memory_budget is None:
+        return None
+    per_pixel = frames * copies * 4
+    if per_pixel * height * width <= memory_budget:
+        return None
+    side = int(math.sqrt(memory_budget / per_pixel)) // multiple * multiple
+    if side < max(multiple, 8):
+        raise ValueError(
+            f"memory_budget={memory_budget} bytes is too small for a {frames}-frame window "
+            f"(needs about {per_pixel * 64} bytes for 8 x 8 pixel tiles); raise it or use a shorter window"
+        )
+    return side
+
+
+def parse_bytes(value) -> int | None:
+    """``None``, an integer number of bytes, or a string such as ``"8GB"``, ``"512 MiB"``, ``"2e9"``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6,
+                 "gb": 10**9, "tb": 10**12, "k": 10**3, "m": 10**6, "g": 10**9, "b": 1}
+        for suffix, factor in units.items():
+            if text.endswith(suffix):
+                text, scale = text[: -len(suffix)], factor
+                break
+        else:
+            scale = 1
+        try:
+            number = float(text)
+        except ValueError:
+            number = -1.0
+        if number > 0 and math.isfinite(number):
+            return int(number * scale)
+    raise ValueError(f"memory_budget must be a positive number of bytes or a string like '8GB', got {value!r}")
+
+
+def piece_operator(
+    spec, n_frames: int, window: Piece, rows: Piece, cols: Piece, *,
+    kernel: np.ndarray | None, psf: np.ndarray | None, mask: np.ndarray | None, tiled: bool,
+):
+    """Forward model of one window x tile, and where its measurement lies in the whole one.
+
+    Parameters
+    ----------
+    spec : OperatorSpec
+        The forward model of the whole stack (boundaries, subsampling, downsampling).
+    n_frames : int
+        Frames of the whole true stack.
+    window, rows, cols : Piece
+        The temporal window and the spatial tile (rows and columns, in true pixels).
+    kernel, psf, mask : numpy.ndarray or None
+        ``spec``'s temporal kernel, spatial PSF and mask, resolved once by the caller.
+    tiled : bool
+        Frames are cut into tiles: a tile's convolution mirrors at its own edges (the measured
+        pixels affected are masked out, see :func:`plan_axis_tiles`).
+
+    Returns
+    -------
+    operator : LinearOperator
+        From ``(len(window.solve), 1, len(rows.solve), len(cols.solve))`` to the piece's measurement.
+    frames : numpy.ndarray
+        Measured frames the piece uses (``window.measured``).
+    row_slice, col_slice : slice
+        The piece's measured pixels, at measurement resolution.
+    """
+    from .operators import ComposedOperator, Downsample, Identity, Mask, SpatialConvolution, TemporalOperator
+
+    s, d = int(spec.temporal_subsample), int(spec.downsample)
+    shape = (len(window.solve), 1, len(rows.solve), len(cols.solve))
+    parts = []
+    current = shape
+    if s > 1 or (kernel is not None and kernel.size > 1) or not np.array_equal(window.measured * s, window.solve):
+        matrix = window_temporal_matrix(kernel, n_frames, spec.temporal_boundary, s, window.solve, window.measured)
+        parts.append(TemporalOperator(matrix, current))
+        current = parts[-1].out_shape
+    if psf is not None and psf.size > 1:
+        parts.append(SpatialConvolution(psf, current, boundary="symmetric" if tiled else spec.spatial_boundary))
+    if d > 1:
+        parts.append(Downsample(d, current))
+        current = parts[-1].out_shape
+    row_slice = slice(int(rows.solve[0]) // d, (int(rows.solve[-1]) + 1) // d)
+    col_slice = slice(int(cols.solve[0]) // d, (int(cols.solve[-1]) + 1) // d)
+    observed = np.ones(current[-2:], dtype=bool)
+    if tiled:
+        observed &= np.isin(np.arange(row_slice.start, row_slice.stop), rows.measured)[:, None]
+        observed &= np.isin(np.arange(col_slice.start, col_slice.stop), cols.measured)[None, :]
+    if mask is not None:
+        m = mask[window.measured] if mask.ndim == 3 else mask
+        observed = observed & (m[..., row_slice, col_slice] != 0)
+    if not observed.all():
+        parts.append(Mask(observed, current))
+    if not parts:
+        return Identity(shape), window.measured, row_slice, col_slice
+    op = parts[0] if len(parts) == 1 else ComposedOperator(*reversed(parts))
+    return op, window.measured, row_slice, col_slice
