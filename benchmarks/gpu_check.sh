@@ -22,7 +22,8 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
 # 470 s hard limit leaves a margin inside the 8 minutes; the sweep is skipped when under 120 s are left.
-timeout 470 "$python_bin" -m napari_svi.benchmark.gpu --speed --budget-s 420 -o "$out_dir" "$@" 2> >(tee "$out_dir/gpu_check.log" >&2)
-status=$?
+timeout 470 "$python_bin" -m napari_svi.benchmark.gpu --speed --budget-s 420 -o "$out_dir" "$@" 2>&1 \
+  | tee "$out_dir/gpu_check.log"
+status=${PIPESTATUS[0]}
 [ $status -eq 124 ] && echo "gpu_check: stopped at the 470 s limit" >&2
 exit $status

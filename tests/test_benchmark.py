@@ -166,14 +166,14 @@ def test_cli_quality_end_to_end(tiny_prior, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["benchmark", "quality", "-o", str(out), "--frames", "8", "--crop", "32", "--tasks", "temporal-box7",
                  "interp2", "--steps", "2", "--prior", str(tiny_prior), "--device", "cpu", "--rl-max-iter", "5",
-                 "--tv-iter", "3"])
+                 "--tv-iter", "3", "--max-pixels", "2048"])
     assert code == 0
     records = json.loads((out / "results.json").read_text())
     assert len(records) == 2 * len(METHODS) - 1  # Richardson-Lucy does not apply to frame interpolation
     assert {r["method"] for r in records} == set(METHODS)
     details = json.loads((out / "details.json").read_text())
     assert details["data"]["shape"] == [8, 32, 32]
-    assert details["prior"]["steps_done"] == 2
+    assert details["prior"]["steps_done"] == 2 and details["prior"]["max_pixels_per_call"] == 2048
     assert (out / "figure.png").is_file() and (out / "montage_interp2.png").is_file()
 
 
