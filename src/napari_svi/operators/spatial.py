@@ -139,7 +139,11 @@ class SpatialConvolution(LinearOperator):
         t, c, h, w = y.shape
         if self.method == "direct":
             work = _direct_dtype(y)
-            g = F.conv_transpose2d(y.to(work).reshape(t * c, 1, h, w), self._buffer("weight", y.device, work))
+            # conv_transpose2d is the exact adjoint but ~10x slower than conv2d on CPU; the same full
+            # convolution is conv2d with the flipped kernel on the zero-padded input
+            kh, kw = self.psf.shape
+            yp = F.pad(y.to(work).reshape(t * c, 1, h, w), (kw - 1, kw - 1, kh - 1, kh - 1))
+            g = F.conv2d(yp, self._buffer("weight", y.device, work).flip(-1, -2))
             return self._extend_adjoint(g.reshape(t, c, *self._padded)).to(y.dtype)
         work = _fft_dtype(y)
         otf_conj = self._buffer("otf", y.device, work).conj()
