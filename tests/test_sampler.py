@@ -157,3 +157,14 @@ def test_bad_settings():
         svi_sample(prior, y, Identity(y.shape), eta=1.5)
     with pytest.raises(ValueError, match="cg_steps"):
         svi_sample(prior, y, Identity(y.shape), cg_steps=-1)
+
+
+def test_noise_hook_replaces_the_generator():
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    y = torch.rand(3, 1, 4, 4)
+    op = Identity(y.shape)
+    fields = [torch.randn(1, 1, 4, 4, generator=_gen(k)) for k in range(5)]
+    a = svi_sample(prior, y, op, steps=4, gamma=3.0, noise=lambda k: fields[k])
+    b = svi_sample(prior, y, op, steps=4, gamma=3.0, noise=lambda k: fields[k], generator=_gen(99))
+    c = svi_sample(prior, y, op, steps=4, gamma=3.0, noise=lambda k: fields[k] * 0.5)
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -79,6 +79,7 @@ def svi_steps(
     gamma: float | GammaRule = math.inf,
     batch_consistent: bool = True,
     generator: torch.Generator | None = None,
+    noise: Callable[[int], torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Iterator[dict]:
     """Run SVI step by step, yielding ``{"i", "t", "steps", "x", "denoised"}`` after each step.
@@ -105,6 +106,10 @@ def svi_steps(
         draws them per frame (the ablation).
     generator : torch.Generator, optional
         Source of randomness (its device decides where noise is drawn); seeded by the caller.
+    noise : callable, optional
+        ``noise(k)`` returns the k-th noise draw (k = 0 is x_T, k = i + 1 the noise after step i),
+        shape ``(1 or T, C, H, W)``; replaces ``generator``. Lets spatial tiles cut their noise from
+        one frame-sized field so that overlapping tiles agree.
 
     Yields
     ------
@@ -125,7 +130,12 @@ def svi_steps(
     timesteps = sampling_timesteps(steps, prior.n_train_steps)
     gamma_rule = gamma if callable(gamma) else (lambda i, a, g=float(gamma): g)
 
-    x = _noise(shape, batch_consistent, generator, device, dtype)
+    def draw(k: int) -> torch.Tensor:
+        if noise is None:
+            return _noise(shape, batch_consistent, generator, device, dtype)
+        return noise(k).to(device=device, dtype=dtype).expand(shape).contiguous()
+
+    x = draw(0)
     for i, t in enumerate(timesteps):
         a_t = float(abar[t])
         a_prev = float(abar[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
@@ -138,7 +148,7 @@ def svi_steps(
         if i + 1 == len(timesteps):
             yield {"i": i, "t": t, "steps": steps, "x": 2 * x0 - 1, "denoised": x0}
             return
-        z = _noise(shape, batch_consistent, generator, device, dtype)
+        z = draw(i + 1)
         x = math.sqrt(a_prev) * (2 * x0 - 1) + math.sqrt(1 - a_prev) * (eta * z + math.sqrt(1 - eta**2) * eps)
         yield {"i": i, "t": t, "steps": steps, "x": x, "denoised": x0}
 
