@@ -146,8 +146,10 @@ def test_callback_progress_and_cancel():
 def test_gamma_rule():
     assert math.isinf(default_gamma(0.0))
     assert default_gamma(0.01) == pytest.approx(10.0)
+    assert default_gamma(0.05) == pytest.approx(2.0)
+    assert default_gamma(0.01) > default_gamma(0.02)  # less noise, more trust in the data
     assert default_gamma(1.0) == 1.0  # clamped: data consistency never switched off
-    assert default_gamma(1e-5) == 1000.0
+    assert default_gamma(1e-6) == 1000.0
 
 
 def test_bad_settings():
