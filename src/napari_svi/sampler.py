@@ -69,6 +69,39 @@ def data_consistency(
     return conjugate_gradient(lambda v: v + gamma * operator.normal(v), x0 + gamma * aty, x0, cg_steps)
 
 
+def unseen_frames(operator: LinearOperator) -> torch.Tensor | None:
+    """Frames of the stack that no measurement depends on (``A^T`` is zero there), or ``None``.
+
+    Frame interpolation (temporal subsampling without temporal blur), or a whole frame masked out.
+    """
+    probe = torch.rand(operator.out_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    reach = operator.adjoint(probe.to(torch.float32)).abs().amax(dim=tuple(range(1, len(operator.in_shape))))
+    unseen = reach == 0
+    return unseen.cpu() if bool(unseen.any()) and not bool(unseen.all()) else None
+
+
+def fill_unseen(x: torch.Tensor, unseen: torch.Tensor, weight: float) -> torch.Tensor:
+    """Pull frames without data towards the linear interpolation of their nearest measured frames.
+
+    ``x_k <- (x_k + weight * interp_k) / (1 + weight)`` for every unseen frame ``k``; frames beyond the
+    first or last measured one take its value. Without this, data consistency never touches such
+    frames and they stay unconditional prior samples.
+    """
+    seen_idx = torch.nonzero(~unseen).flatten().tolist()
+    out = x.clone()
+    for k in torch.nonzero(unseen).flatten().tolist():
+        before = [i for i in seen_idx if i < k]
+        after = [i for i in seen_idx if i > k]
+        if before and after:
+            a, b = before[-1], after[0]
+            w = (k - a) / (b - a)
+            interp = (1 - w) * x[a] + w * x[b]
+        else:
+            interp = x[before[-1] if before else after[0]]
+        out[k] = (x[k] + weight * interp) / (1 + weight)
+    return out
+
+
 def svi_steps(
     prior: DiffusionPrior,
     y: torch.Tensor,
@@ -81,6 +114,7 @@ def svi_steps(
     batch_consistent: bool = True,
     generator: torch.Generator | None = None,
     noise: Callable[[int], torch.Tensor] | None = None,
+    fill_weight: float = 4.0,
     dtype: torch.dtype = torch.float32,
 ) -> Iterator[dict]:
     """Run SVI step by step, yielding ``{"i", "t", "steps", "x", "denoised"}`` after each step.
@@ -111,6 +145,10 @@ def svi_steps(
         ``noise(k)`` returns the k-th noise draw (k = 0 is x_T, k = i + 1 the noise after step i),
         shape ``(1 or T, C, H, W)``; replaces ``generator``. Lets spatial tiles cut their noise from
         one frame-sized field so that overlapping tiles agree.
+    fill_weight : float
+        For frames that no measurement reaches (frame interpolation): weight of the pull towards
+        the linear interpolation of the nearest measured frames after every CG step
+        (:func:`fill_unseen`); 0 leaves them to the prior alone.
 
     Yields
     ------
@@ -130,6 +168,7 @@ def svi_steps(
     abar = prior.alphas_cumprod.to(torch.float64).cpu()
     timesteps = sampling_timesteps(steps, prior.n_train_steps)
     gamma_rule = gamma if callable(gamma) else (lambda i, a, g=float(gamma): g)
+    unseen = unseen_frames(operator) if fill_weight > 0 else None
 
     def draw(k: int) -> torch.Tensor:
         if noise is None:
@@ -146,6 +185,8 @@ def svi_steps(
         eps = eps.clone()  # leave inference mode: CG updates tensors in place
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0 = data_consistency((x0 + 1) / 2, y, operator, cg_steps, gamma_rule(i, a_t))
+        if unseen is not None:
+            x0 = fill_unseen(x0, unseen.to(x0.device), fill_weight)
         if i + 1 == len(timesteps):
             yield {"i": i, "t": t, "steps": steps, "x": 2 * x0 - 1, "denoised": x0}
             return
