@@ -114,9 +114,16 @@ def main(prior_dir: str, eval_dir: str) -> int:
               "|---|---|---|---|---|---|---|---|"]
         for r in cmp_["results"]:
             L.append(f"| {r['clip']} | {r['measurement']:.2f} | {r['cg_100']:.2f} | {r['cg_oracle']:.2f} | "
-                     f"{r['richardson_lucy_oracle']:.2f} | {r['cg_then_tv_oracle']:.2f} | **{r['svi_default']:.2f}** | {r['svi_seconds']:.0f} |")
+                     f"{r['richardson_lucy_oracle']:.2f} | {r['cg_then_tv_oracle']:.2f} | {r['svi_default']:.2f} | {r['svi_seconds']:.0f} |")
+        wins = [r["clip"] for r in cmp_["results"]
+                if r["svi_default"] > max(r["cg_100"], r["cg_oracle"], r["richardson_lucy_oracle"], r["cg_then_tv_oracle"])]
         verdict = "beats" if cmp_["svi_beats_all_on_every_clip"] else "does NOT beat"
-        L += ["", f"SVI {verdict} every baseline on every clip. Command: `{cmp_['command']}`", ""]
+        L += ["", f"SVI {verdict} every baseline on every clip: it wins on clips {wins} (structured nuclei,",
+              "by 2-3 dB over the best oracle-tuned pipeline). Where it loses, the clip is mostly dark",
+              "background (the blurred measurement is already near 39 dB) and the prior, trained on noisy real",
+              "images, puts a sample's noise-like texture where oracle-tuned TV returns a flat field; the",
+              "classical pipelines here also had their parameters chosen on the ground truth, SVI had none.",
+              f"Command: `{cmp_['command']}`", ""]
     gam = _load(eval_dir, "gamma")
     if gam:
         L += ["## The data-consistency weight gamma", "",
@@ -139,7 +146,8 @@ def main(prior_dir: str, eval_dir: str) -> int:
               "| steps | mean PSNR (dB) | seconds per clip |", "|---|---|---|"]
         for r in steps["results"]:
             L.append(f"| {r['steps']} | {r['mean_psnr']:.2f} | {r['seconds_per_clip']:.1f} |")
-        L += ["", f"Command: `{steps['command']}`", ""]
+        L += ["", "The default stays at 20 steps (the paper's): 10 steps lose 1.5 dB, 30 steps gain 0.2 dB for",
+              "1.5 x the time, and 50 steps were worse with this prior.", f"Command: `{steps['command']}`", ""]
     speed = _load(eval_dir, "speed")
     if speed:
         L += ["## Speed of one network evaluation on this CPU", "", "| frame | seconds per forward (1 frame) |", "|---|---|"]
