@@ -97,18 +97,18 @@ def cmd_denoise(args) -> dict:
             eps = prior.predict_noise(xt, torch.full((xt.shape[0],), t))
         x0 = ((xt - math.sqrt(1 - a) * eps) / math.sqrt(a) + 1) / 2
         best_tv = max(
-            (np.mean([psnr(denoise_tv_chambolle(f, weight=w), g) for f, g in zip(noisy, frames)]), w)
+            (np.mean([psnr(denoise_tv_chambolle(f, weight=w), g) for f, g in zip(noisy, frames, strict=False)]), w)
             for w in (0.5 * sigma, sigma, 2 * sigma, 4 * sigma)
         )
         best_nlm = max(
             (np.mean([psnr(denoise_nl_means(f, h=h * sigma, sigma=sigma, fast_mode=True), g)
-                      for f, g in zip(noisy, frames)]), h)
+                      for f, g in zip(noisy, frames, strict=False)]), h)
             for h in (0.6, 0.8, 1.0)
         )
         results.append({
             "sigma": sigma, "timestep": t,
-            "noisy_psnr": float(np.mean([psnr(f, g) for f, g in zip(noisy, frames)])),
-            "prior_one_step_psnr": float(np.mean([psnr(f, g) for f, g in zip(x0[:, 0].numpy(), frames)])),
+            "noisy_psnr": float(np.mean([psnr(f, g) for f, g in zip(noisy, frames, strict=False)])),
+            "prior_one_step_psnr": float(np.mean([psnr(f, g) for f, g in zip(x0[:, 0].numpy(), frames, strict=False)])),
             "tv_chambolle_psnr": float(best_tv[0]), "tv_weight": float(best_tv[1]),
             "nl_means_psnr": float(best_nlm[0]), "nl_means_h_over_sigma": float(best_nlm[1]),
         })
@@ -202,7 +202,7 @@ def cmd_compare(args) -> dict:
     best_classical = [max(r["cg_100"], r["cg_oracle"], r["richardson_lucy_oracle"], r["cg_then_tv_oracle"]) for r in out]
     return {"operator": spec.to_dict(), "noise_sigma": 0.01, "frames": args.frames, "crop": args.crop,
             "svi_settings": "restore() defaults: 20 steps, eta 0.15, 5 CG steps, noise_sigma auto, gamma auto",
-            "results": out, "svi_beats_all_on_every_clip": all(r["svi_default"] > b for r, b in zip(out, best_classical))}
+            "results": out, "svi_beats_all_on_every_clip": all(r["svi_default"] > b for r, b in zip(out, best_classical, strict=False))}
 
 
 def cmd_speed(args) -> dict:
