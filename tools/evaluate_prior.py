@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_svi.benchmark.metrics import psnr as _psnr
 from napari_svi.datasets import load_heldout_timelapse
 from napari_svi.intensity import percentile_scale
 from napari_svi.operators import OperatorSpec
@@ -33,8 +34,8 @@ from napari_svi.restore import restore
 
 
 def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR in dB on the [0, 1] scale (data range 1)."""
-    return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+    """PSNR in dB of ``x`` against ``ref``, both on the [0, 1] scale (data range 1)."""
+    return _psnr(ref, x)
 
 
 def heldout_clips(n_clips: int, frames: int, crop: int, seed: int = 0) -> list[np.ndarray]:

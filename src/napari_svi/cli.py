@@ -175,9 +175,7 @@ def _run_degrade(args) -> int:
             "operator": spec.to_dict(), "noise_sigma": args.noise_sigma, "poisson_peak": args.poisson_peak,
             "seed": args.seed, "time_axis": time_axis, "mask_file": str(mask_path) if mask_path else None}
     if mask_path is not None:
-        from .validation import load_mask
-
-        mask = load_mask(spec.mask).astype(np.uint8)
+        mask = (spec.mask_array() != 0).astype(np.uint8)
         write_stack(mask_path, mask, axes=("TYX" if mask.ndim == 3 else "YX"), pixel_size_um=px,
                     metadata={"napari_svi_version": __version__, "command": "degrade (mask)", "observed": "nonzero"})
     interval = info.frame_interval_s * args.temporal_subsample if info.frame_interval_s else None

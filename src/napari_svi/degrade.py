@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .operators import OperatorSpec
-from .validation import check_stack, load_mask, move_time_axis
+from .validation import check_stack, move_time_axis
 
 
 def random_mask(shape: tuple[int, ...], missing_fraction: float, seed: int = 0) -> np.ndarray:
@@ -63,7 +63,8 @@ def degrade(
     m_shape = operator.measurement_shape((t, h, w))
     operator.validate(m_shape)
     op = operator.build((t, 1, h, w), dtype=torch.float64)
-    mask = None if operator.mask is None else (load_mask(operator.mask) != 0)
+    mask = operator.mask_array()
+    mask = None if mask is None else mask != 0
     rng = np.random.default_rng(seed)
     out = np.empty((stacks.shape[0], *m_shape), dtype=np.float32)
     peak_level = float(np.percentile(arr, 99.9)) if poisson_peak is not None else 1.0

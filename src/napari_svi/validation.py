@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -66,17 +65,6 @@ def move_time_axis(arr, time_axis: int) -> tuple[np.ndarray, Callable[[np.ndarra
         return np.moveaxis(out, -3, ax)
 
     return stacks, restore_axes
-
-
-def load_mask(mask) -> np.ndarray:
-    """A mask given as an array or a TIFF path, as a NumPy array (not yet checked for shape)."""
-    if isinstance(mask, (str, os.PathLike)):
-        import tifffile
-
-        if not os.path.isfile(mask):
-            raise ValueError(f"mask file not found: {mask}")
-        return tifffile.imread(mask)
-    return np.asarray(mask)
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

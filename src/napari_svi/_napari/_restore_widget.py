@@ -304,10 +304,14 @@ class RestoreWidget(Container):
         if self._preview_layer is not None and self._preview_layer in self._viewer.layers:
             self._preview_layer.data = estimate
             return
+        self._preview_layer = self._add_like_input(estimate, name=f"{layer.name} preview")
+
+    def _add_like_input(self, data, **kwargs):
+        """Add an image layer placed and displayed like the input layer (result geometry)."""
+        layer = self._run["layer"]
         scale, translate = self._geometry()
-        self._preview_layer = self._viewer.add_image(
-            estimate,
-            name=f"{layer.name} preview",
+        return self._viewer.add_image(
+            data,
             scale=scale,
             translate=translate,
             contrast_limits=layer.contrast_limits,
@@ -315,6 +319,7 @@ class RestoreWidget(Container):
             blending=layer.blending,
             units=getattr(layer, "units", None),
             axis_labels=getattr(layer, "axis_labels", None),
+            **kwargs,
         )
 
     def _geometry(self):
@@ -351,18 +356,7 @@ class RestoreWidget(Container):
             preview.metadata = {"napari_svi": record}
             restored = preview
         else:
-            restored = self._viewer.add_image(
-                result.restored,
-                name=name,
-                scale=scale,
-                translate=translate,
-                contrast_limits=layer.contrast_limits,
-                colormap=layer.colormap,
-                blending=layer.blending,
-                units=getattr(layer, "units", None),
-                axis_labels=getattr(layer, "axis_labels", None),
-                metadata={"napari_svi": record},
-            )
+            restored = self._add_like_input(result.restored, name=name, metadata={"napari_svi": record})
         self.restored_layer, self.uncertainty_layer = restored, None
         if result.std is not None:
             top = float(np.percentile(result.std, 99.9)) or 1.0
