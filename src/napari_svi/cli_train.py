@@ -53,6 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--channel-mults", type=_int_list, default=_DEFAULTS["channel_mults"], help="width multiplier per level")
     p.add_argument("--blocks-per-level", type=int, default=_DEFAULTS["blocks_per_level"], help="residual blocks per level")
     p.add_argument("--device", default=_DEFAULTS["device"], help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop after this many minutes of training (resumable: run the same command again)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if PRIOR_DIR holds a checkpoint")
     p.set_defaults(func=run)
     return p
@@ -80,19 +84,26 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes must be positive, got {args.minutes}")
     device = resolve_device(args.device)
     images, sources = read_training_images(args.images, args.patch_size)
     out = Path(args.output)
     progress = _Progress()
     started = time.perf_counter()
     with progress, _stop_on_ctrl_c(progress):
-        train(images, out, config, device=device, resume=not args.no_resume, callback=progress, data_sources=sources)
+        train(images, out, config, device=device, resume=not args.no_resume, precision=args.precision,
+              max_seconds=None if args.minutes is None else args.minutes * 60, callback=progress,
+              data_sources=sources)
     trained = json.loads((out / "config.json").read_text())["training"] if (out / "config.json").exists() else {}
     done = int(trained.get("steps_done", 0))
     write_model_card(out, args, sources, device=str(device), session_seconds=time.perf_counter() - started)
     if progress.stop:
         print(f"stopped at step {done} of {args.steps}; checkpoint saved in {out}, run the same command to resume")
         return 130
+    if done < args.steps:
+        print(f"--minutes reached at step {done} of {args.steps}; prior written to {out}, run the same command to go on")
+        return 0
     print(f"prior written to {out} ({done} steps)")
     return 0
 

@@ -119,10 +119,17 @@ def train(
     *,
     device: str | torch.device = "cpu",
     resume: bool = True,
+    precision: str = "auto",
+    max_seconds: float | None = None,
     callback: Callable[[dict], bool | None] | None = None,
     data_sources: list[str] | None = None,
 ) -> Path:
     """Train a UNet prior on ``images`` and save it as a prior folder ``out_dir``.
+
+    ``precision``: ``"float32"``, or ``"bfloat16"`` (the network's forward and backward under bf16
+    autocast, weights, optimizer and EMA in float32; CUDA only). ``"auto"`` picks bfloat16 on a
+    CUDA device that supports it and float32 elsewhere. On CUDA the network runs channels-last.
+    ``max_seconds``: stop (saving a resumable checkpoint) once this call has trained that long.
 
     ``callback`` receives ``{"step", "steps", "loss", "seconds"}`` after every step; returning
     ``True`` stops training after saving a checkpoint (the run can be resumed later). Returns the
@@ -133,11 +140,13 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
+    amp_dtype = _training_precision(precision, device)
     frames = prepare_frames(images, config.percentiles, min_size=config.patch_size)
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = UNet(config.unet).to(device)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = UNet(config.unet).to(device=device, memory_format=memory_format)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     abar = alphas_cumprod(config.schedule).to(device=device, dtype=torch.float32)
@@ -177,32 +186,39 @@ def train(
         os.replace(tmp, ckpt_path)
         save_prior(ema, out, config, step=step, seconds=elapsed, data_sources=data_sources)
 
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     model.train()
-    t0 = time.perf_counter() - elapsed
+    t_call = time.perf_counter()
+    t0 = t_call - elapsed
     step = start
     try:
         while step < config.steps:
             lr_scale = min(1.0, (step + 1) / max(config.warmup_steps, 1))
             for g in opt.param_groups:
                 g["lr"] = config.learning_rate * lr_scale
-            x0 = sampler.batch(config.batch_size).to(device)
+            x0 = sampler.batch(config.batch_size).to(device, memory_format=memory_format, non_blocking=True)
             t = torch.randint(0, abar.shape[0], (x0.shape[0],), device=device)
             noise = torch.randn_like(x0)
             a = abar[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            loss = F.mse_loss(model(xt, t), noise)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                eps = model(xt, t)
+            loss = F.mse_loss(eps.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             decay = min(config.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(pm, 1 - decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
             step += 1
             elapsed = time.perf_counter() - t0
-            writer.writerow([step, f"{loss.item():.6f}", f"{elapsed:.1f}"])
-            stop = callback({"step": step, "steps": config.steps, "loss": loss.item(), "seconds": elapsed}) if callback else None
+            loss_value = loss.item()
+            writer.writerow([step, f"{loss_value:.6f}", f"{elapsed:.1f}"])
+            stop = callback({"step": step, "steps": config.steps, "loss": loss_value, "seconds": elapsed}) if callback else None
+            if max_seconds is not None and time.perf_counter() - t_call >= max_seconds:
+                stop = True
             if step % config.checkpoint_every == 0 or step == config.steps or stop:
                 log.flush()
                 save_checkpoint(step)
@@ -211,6 +227,20 @@ def train(
     finally:
         log.close()
     return out
+
+
+def _training_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain float32)."""
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    if precision == "auto":
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if use_bf16 else None
+    if precision == "bfloat16":
+        if device.type != "cuda":
+            raise ValueError(f"precision 'bfloat16' needs a CUDA device, got {device}")
+        return torch.bfloat16
+    return None
 
 
 def _config_record(config: TrainConfig) -> dict:
