@@ -229,6 +229,23 @@ def test_cli_restore_zarr_in_and_out(prior, tmp_path, monkeypatch):
     torch.manual_seed(0)
 
 
+def test_noise_estimate_is_the_rms_of_signal_dependent_noise():
+    """Poisson noise on mostly dark background with bright blobs: the estimate is the root mean
+    variance over pixels (the noise energy), not the dark background's (much smaller) sigma."""
+    from napari_svi.restore import estimate_noise_sigma
+
+    yy, xx = np.mgrid[:96, :96]
+    blobs = [(20, 30), (60, 70), (75, 20), (30, 75)]
+    clean = 0.02 + sum(0.9 * np.exp(-((yy - a) ** 2 + (xx - b) ** 2) / (2 * 7.0**2)) for a, b in blobs)
+    clean = np.broadcast_to(clean, (4, 96, 96))  # smooth nuclei-like blobs on dark background
+    rng = np.random.default_rng(1)
+    photons = 200.0
+    y = rng.poisson(clean * photons) / photons
+    rms = float(np.sqrt(np.mean(clean / photons)))
+    assert estimate_noise_sigma(y) == pytest.approx(rms, rel=0.15)
+    assert estimate_noise_sigma(y) > 2 * np.sqrt(0.02 / photons)  # the background's sigma
+
+
 def test_noise_estimate_needs_no_pywavelets():
     from napari_svi.restore import estimate_noise_sigma
 

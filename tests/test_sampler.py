@@ -10,7 +10,16 @@ from napari_svi.operators.base import Identity
 from napari_svi.operators.spatial import Mask
 from napari_svi.operators.temporal import TemporalOperator, temporal_matrix
 from napari_svi.priors.base import GaussianPrior
-from napari_svi.sampler import SamplingCancelled, _noise, default_gamma, svi_sample, svi_steps
+from napari_svi.sampler import (
+    ResidualGamma,
+    SamplingCancelled,
+    _noise,
+    auto_gamma,
+    gamma_record,
+    operator_statistics,
+    svi_sample,
+    svi_steps,
+)
 from napari_svi.schedules import alphas_cumprod, sampling_timesteps
 
 
@@ -143,13 +152,48 @@ def test_callback_progress_and_cancel():
     assert len(list(svi_steps(prior, y, op, steps=3, gamma=2.0))) == 3
 
 
-def test_gamma_rule():
-    assert math.isinf(default_gamma(0.0))
-    assert default_gamma(0.01) == pytest.approx(10.0)
-    assert default_gamma(0.05) == pytest.approx(2.0)
-    assert default_gamma(0.01) > default_gamma(0.02)  # less noise, more trust in the data
-    assert default_gamma(1.0) == 1.0  # clamped: data consistency never switched off
-    assert default_gamma(1e-6) == 1000.0
+def test_residual_gamma_rule():
+    rule = ResidualGamma(0.01)
+    m = 1000.0
+    assert rule(5 * m * 0.01**2, m, m) == pytest.approx(4.0)  # (||r||^2 - m sigma^2) / (sigma^2 tr)
+    assert rule(5 * m * 0.01**2, m, m / 7) == pytest.approx(28.0)  # a box of 7 hides 6/7 of white error
+    assert rule(m * 0.01**2, m, m) == rule.low == 0.05  # residual at the noise level: trust the prior, never switch data off
+    assert rule(0.5 * m, m, m) == rule.high == 1000.0
+    assert ResidualGamma(0.01, scale=2.0)(5e-4 * m, m, m) == pytest.approx(8.0)
+    assert rule(1e-3 * m, m, m) > ResidualGamma(0.02)(1e-3 * m, m, m)  # less noise, more trust in the data
+    with pytest.raises(ValueError, match="noise_sigma"):
+        ResidualGamma(0.0)
+    assert math.isinf(auto_gamma(0.0)) and math.isinf(auto_gamma(None))
+    assert auto_gamma(0.02) == ResidualGamma(0.02)
+    assert gamma_record(auto_gamma(0.02))["rule"] == "residual"
+    assert gamma_record(math.inf) == "inf" and gamma_record(3) == 3.0
+
+
+def test_operator_statistics_count_measurements_and_estimate_the_trace():
+    shape = (16, 1, 8, 8)
+    box = TemporalOperator(temporal_matrix(np.ones(7) / 7, 16, "circular"), shape)
+    m, tr = operator_statistics(box, "cpu")
+    assert m == 16 * 64 and tr == pytest.approx(m / 7, rel=0.05)  # each measurement: 7 weights of 1/7
+    mask = torch.ones((16, 8, 8))
+    mask[:, :4] = 0
+    m, tr = operator_statistics(Mask(mask, shape), "cpu")
+    assert m == 8 * 64 and tr == pytest.approx(m)  # masked entries are not measurements
+
+
+def test_residual_gamma_is_the_map_weight_for_a_gaussian_prior():
+    """Gaussian prior of std s0 (on [-1, 1]) and y = x + noise: at the first step the denoised
+    estimate is about the prior mean, its error variance (s0/2)^2 on [0, 1], so the rule must give
+    the MAP weight (s0/2)^2 / sigma^2; later estimates are better, so gamma falls."""
+    s0, sigma = 0.4, 0.02
+    prior = GaussianPrior(0.0, s0, alphas_cumprod("linear"))
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 + s0 / 2 * torch.randn((8, 1, 32, 32), generator=g)
+    y = x + sigma * torch.randn(x.shape, generator=g)
+    gammas = [d["gamma"] for d in svi_steps(prior, y, Identity(x.shape), steps=10, gamma=ResidualGamma(sigma),
+                                            generator=_gen())]
+    assert gammas[0] == pytest.approx((s0 / 2) ** 2 / sigma**2, rel=0.1)
+    assert gammas[-1] < gammas[0] / 5
+    assert all(0.05 <= v <= 1000 for v in gammas)
 
 
 def test_bad_settings():

@@ -127,7 +127,27 @@ def test_channels_of_a_multichannel_tiff_become_separate_images(tmp_path):
     assert sources == [f"{path} (channel 0)", f"{path} (channel 1)"]
 
 
+def test_time_limit_stops_with_a_resumable_checkpoint(image, tmp_path, monkeypatch, capsys):
+    from napari_svi import training
+
+    clock = iter(float(i) for i in range(10_000))  # every reading of the clock is one second later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    out = tmp_path / "prior"
+    assert main(["train", str(image), "-o", str(out), "--steps", "50", "--minutes", str(3.5 / 60), *TINY]) == 0
+    done = trained(out)["steps_done"]
+    assert 1 <= done < 50 and (out / "checkpoint.pt").exists()
+    assert "--minutes reached at step" in capsys.readouterr().out
+    assert trained(out)["machine"]["precision"] == "float32"  # the CPU never uses bfloat16 autocast
+    assert main(["train", str(image), "-o", str(out), "--steps", "50", "--minutes", str(3.5 / 60), *TINY]) == 0
+    assert trained(out)["steps_done"] > done and losses(out) == list(range(1, trained(out)["steps_done"] + 1))
+
+
 def test_invalid_settings_are_clear_errors(image, tmp_path, capsys):
+    assert main(["train", str(image), "-o", str(tmp_path / "p"), *TINY, "--minutes", "0"]) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", str(image), "-o", str(tmp_path / "p"), *TINY, "--precision", "bfloat16"]) == 2
+        assert "needs a CUDA device" in capsys.readouterr().err
     assert main(["train", str(image), "-o", str(tmp_path / "p"), *TINY, "--patch-size", "15"]) == 2
     assert "patch_size must be a multiple of 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):

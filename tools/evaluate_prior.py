@@ -177,7 +177,8 @@ def cmd_compare(args) -> dict:
         def score(x):
             return psnr(x[:, 0].numpy(), clip)
 
-        rec = {"clip": k, "measurement": psnr(y, clip)}
+        rec = {"clip": k, "measurement": psnr(y, clip), "truth_std": float(clip.std()),
+               "truth_temporal_std": float(clip.std(axis=0).mean())}
         rec["cg_100"] = score(cg_least_squares(yt, op, 100))
         aty = op.adjoint(yt)
 

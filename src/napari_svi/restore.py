@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .intensity import DEFAULT_PERCENTILES, IntensityScale, percentile_scale
+from .intensity import DEFAULT_PERCENTILES, MEASUREMENT_SMOOTHING, IntensityScale, percentile_scale
 from .lazy import (
     RECORD_KEY,
     ArraySink,
@@ -36,7 +36,7 @@ from .lazy import (
 )
 from .operators import Crop, OperatorSpec
 from .priors.base import DiffusionPrior
-from .sampler import default_gamma, svi_steps
+from .sampler import auto_gamma, gamma_record, svi_steps
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
 from .windows import (
     DEFAULT_WINDOW,
@@ -77,43 +77,37 @@ class RestoreResult:
     metadata: dict = field(default_factory=dict)
 
 
-#: Daubechies-2 decomposition high-pass filter (as PyWavelets' ``pywt.Wavelet("db2").dec_hi``).
-_DB2_HIGH = np.array([-0.48296291314469025, 0.836516303737469, -0.22414386804185735, -0.12940952255092145])
+def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: int = 16) -> float:
+    """Root-mean-square noise standard deviation of a measurement ``(T, H, W)`` on the [0, 1] scale.
 
-
-def _wavelet_sigma(frame: np.ndarray) -> float:
-    """Donoho & Johnstone's estimate: median |finest diagonal db2 detail| / 0.6745 (no PyWavelets needed).
-
-    The same estimator as scikit-image's ``estimate_sigma`` (which needs PyWavelets), computed on
-    the frame's interior: the filter is orthonormal, so white noise keeps its variance in the
-    detail band while smooth signal drops out.
+    Each pixel's residual to the mean of its 4 neighbours (variance ``1.25 sigma^2`` for white
+    noise) is taken where all 4 neighbours are observed. Microscopy noise grows with the signal
+    (Poisson), so pixels are grouped into ``bins`` equal-count bins of local brightness (the mean
+    of the 4 diagonal neighbours, whose noise is independent of the residual's: binning on the
+    residual's own neighbours would shrink its variance within a bin) and each bin's sigma is a
+    robust MAD estimate, which edges and texture do not move while they are a minority in the bin.
+    The result is the root of the pixel-weighted mean of the bins' variances: the noise energy per
+    measurement that the data-consistency rule needs (a single robust median would measure the dark
+    background's noise only: 4.3 instead of 6.5 on the quality benchmark's Poisson-Gaussian clip,
+    where this gives 6.6). Where edges are the majority of a brightness bin (hard-edged binary
+    objects) it overestimates, which errs towards trusting the prior.
     """
-    f = np.asarray(frame, dtype=np.float64)
-    k = _DB2_HIGH[::-1]
-    rows = np.apply_along_axis(lambda r: np.convolve(r, k, mode="valid")[::2], 1, f)
-    detail = np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid")[::2], 0, rows)
-    return float(np.median(np.abs(detail)) / 0.6744897501960817)
-
-
-def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Standard deviation of white noise in a measurement ``(T, H, W)`` on the [0, 1] scale.
-
-    Without a mask, the wavelet estimator of Donoho & Johnstone (1994) per frame (median absolute
-    finest diagonal Daubechies-2 coefficient / 0.6745), median over frames. With a mask, a robust
-    MAD of ``y - mean of its 4 neighbours`` over pixels whose neighbours are all observed (that
-    residual has variance ``1.25 sigma^2`` for white noise).
-    """
-    if mask is None:
-        if min(y01.shape[-2:]) < 8:
-            raise ValueError("noise_sigma='auto' needs frames of at least 8 x 8 pixels; give noise_sigma as a number")
-        return float(np.median([_wavelet_sigma(f) for f in y01]))
-    m = np.broadcast_to(mask != 0, y01.shape)
+    y01 = np.asarray(y01, dtype=np.float64)
+    if y01.ndim != 3 or min(y01.shape[-2:]) < 8:
+        raise ValueError("noise_sigma='auto' needs frames of at least 8 x 8 pixels; give noise_sigma as a number")
+    m = np.ones(y01.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask) != 0, y01.shape)
     inner = m[:, 1:-1, 1:-1] & m[:, :-2, 1:-1] & m[:, 2:, 1:-1] & m[:, 1:-1, :-2] & m[:, 1:-1, 2:]
+    inner &= m[:, :-2, :-2] & m[:, :-2, 2:] & m[:, 2:, :-2] & m[:, 2:, 2:]
     neigh = (y01[:, :-2, 1:-1] + y01[:, 2:, 1:-1] + y01[:, 1:-1, :-2] + y01[:, 1:-1, 2:]) / 4
+    diagonal = (y01[:, :-2, :-2] + y01[:, :-2, 2:] + y01[:, 2:, :-2] + y01[:, 2:, 2:]) / 4
     r = (y01[:, 1:-1, 1:-1] - neigh)[inner]
+    level = diagonal[inner]
     if r.size < 16:
         raise ValueError("noise_sigma='auto' needs more observed pixels; give noise_sigma as a number")
-    return float(1.4826 * np.median(np.abs(r - np.median(r))) / math.sqrt(1.25))
+    bins = max(1, min(bins, r.size // 64))  # at least 64 pixels per bin
+    order = np.argsort(level, kind="stable")
+    variances = [(1.4826 * np.median(np.abs(part - np.median(part)))) ** 2 / 1.25 for part in np.array_split(r[order], bins)]
+    return float(math.sqrt(np.mean(variances)))
 
 
 def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma) -> None:
@@ -286,11 +280,12 @@ def iter_restore(
     # intensity scale and noise level of every stack, from the whole stack (strided for lazy input)
     scales: list[IntensityScale] = []
     sigmas: list[float | None] = []
-    gammas: list[float] = []
+    gammas: list = []
     noise_frames = _noise_frames(t_m)
     for k in range(n_stacks):
         stack = stacks[k]
-        scale = percentile_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
+        scale = percentile_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data",
+                                 smooth=MEASUREMENT_SMOOTHING)
         if noise_sigma == "auto":
             frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
             sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)
@@ -298,7 +293,7 @@ def iter_restore(
             sigma01 = None if noise_sigma is None else scale.sigma_to_unit(noise_sigma)
         scales.append(scale)
         sigmas.append(sigma01)
-        gammas.append((math.inf if not sigma01 else default_gamma(sigma01)) if gamma == "auto" else float(gamma))
+        gammas.append(auto_gamma(sigma01) if gamma == "auto" else float(gamma))
 
     from . import __version__
 
@@ -317,7 +312,7 @@ def iter_restore(
         "cg_steps": cg_steps,
         "noise_sigma": noise_sigma if noise_sigma in (None, "auto") else float(noise_sigma),
         "noise_sigma_used": [None if s is None else s * sc.span for s, sc in zip(sigmas, scales, strict=True)],
-        "gamma": [g if math.isfinite(g) else "inf" for g in gammas],
+        "gamma": [gamma_record(g) for g in gammas],
         "seed": seed,
         "samples": samples,
         "batch_consistent": bool(batch_consistent),

@@ -141,6 +141,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     amp_dtype = _training_precision(precision, device)
+    machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "precision": "bfloat16 autocast" if amp_dtype is not None else "float32",
+        "torch": torch.__version__,
+    }
     frames = prepare_frames(images, config.percentiles, min_size=config.patch_size)
 
     torch.manual_seed(config.seed)
@@ -184,7 +189,7 @@ def train(
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, ckpt_path)
-        save_prior(ema, out, config, step=step, seconds=elapsed, data_sources=data_sources)
+        save_prior(ema, out, config, step=step, seconds=elapsed, data_sources=data_sources, machine=machine)
 
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
@@ -261,8 +266,12 @@ def save_prior(
     step: int,
     seconds: float,
     data_sources: list[str] | None = None,
+    machine: dict | None = None,
 ) -> Path:
-    """Write ``config.json`` and ``weights.safetensors`` (atomically) for a trained UNet."""
+    """Write ``config.json`` and ``weights.safetensors`` (atomically) for a trained UNet.
+
+    ``machine`` (device, precision, torch version of the last training session) goes into the record.
+    """
     from safetensors.torch import save_file
 
     from . import __version__
@@ -288,6 +297,7 @@ def save_prior(
             "seconds": round(seconds, 1),
             "parameters": count_parameters(model),
             "data": list(data_sources or []),
+            **({"machine": machine} if machine else {}),
             "napari_svi_version": __version__,
         },
     }

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ..degrade import degrade, random_mask
-from ..intensity import IntensityScale, percentile_scale
+from ..intensity import MEASUREMENT_SMOOTHING, IntensityScale, percentile_scale
 from ..operators import OperatorSpec
 from ..priors.base import DiffusionPrior
 from . import baselines
@@ -207,7 +207,7 @@ def _classical(method: str, y: np.ndarray, spec: OperatorSpec, truth: np.ndarray
     Returns ``(estimate in data units, seconds, peak_mb, parameters)``.
     """
     t, h, w = truth.shape
-    y_scale = percentile_scale(y, name="measurement")  # the solver's scale, from the data alone (as restore)
+    y_scale = percentile_scale(y, name="measurement", smooth=MEASUREMENT_SMOOTHING)  # the solver's scale, from the data alone (as restore)
     op = spec.build((t, 1, h, w), dtype=torch.float32)
     y01 = torch.from_numpy(y_scale.to_unit(y))[:, None]
     x_start = torch.from_numpy(y_scale.to_unit(baselines.measurement_estimate(y, spec, truth.shape)))[:, None]
@@ -256,26 +256,8 @@ def _classical(method: str, y: np.ndarray, spec: OperatorSpec, truth: np.ndarray
 
 
 def svi_noise_sigma(y: np.ndarray, spec: OperatorSpec) -> tuple[float | str, str]:
-    """What ``svi`` gets as ``noise_sigma``: ``"auto"``, or the same estimate made here when ``"auto"`` cannot run.
-
-    ``restore``'s automatic estimate of unmasked data uses scikit-image's wavelet estimator, which
-    needs the optional PyWavelets package; without it the benchmark estimates the noise from the
-    measurement alone with restore's other estimator (robust spread of the residual to the mean of
-    the 4 neighbours, :func:`napari_svi.restore.estimate_noise_sigma` given a full mask). Either way
-    no ground truth is used. Returns ``(value, how)``.
-    """
-    try:
-        import pywt  # noqa: F401
-
-        return "auto", "auto (wavelet estimate)"
-    except ImportError:
-        from ..restore import estimate_noise_sigma
-
-        scale = percentile_scale(y, name="measurement")
-        mask = spec.mask_array()
-        full = np.ones(y.shape, dtype=bool) if mask is None else np.broadcast_to(mask != 0, y.shape)
-        sigma = estimate_noise_sigma(scale.to_unit(y), full) * scale.span
-        return float(sigma), "estimated from the measurement (neighbour residual; PyWavelets missing)"
+    """What ``svi`` gets as ``noise_sigma``: always ``"auto"`` (restore estimates it from the measurement alone)."""
+    return "auto", "estimated by restore from the measurement (RMS of a binned neighbour-residual noise level function)"
 
 
 def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_frames: int, prior: DiffusionPrior,
