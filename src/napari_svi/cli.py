@@ -202,7 +202,7 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the sampler, the prior and the windowing, shared by restore and batch."""
     p.add_argument("--noise-sigma", type=_noise_arg, default="auto",
                    help="noise std in the file's units, 'auto' (estimate) or 'none' (noiseless) (default: auto)")
-    p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: from the noise level)")
+    p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: set at every step from the noise level and the data residual)")
     p.add_argument("--prior", default="default", help="default | prior folder | diffusers folder | ADM .pt file")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
     p.add_argument("--eta", type=float, default=0.15, help="DDIM stochasticity (default: 0.15)")

@@ -424,10 +424,12 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
     cg_steps : int
         Conjugate-gradient iterations after every step; 5 in the paper.
     noise_sigma : float, "auto" or None
-        Standard deviation of the measurement noise in the data's units; ``"auto"`` estimates it,
+        Standard deviation of the measurement noise in the data's units (for Poisson noise, its root
+        mean square over the pixels); ``"auto"`` estimates it (:func:`estimate_noise_sigma`),
         ``None`` assumes noiseless data (solves the normal equations).
     gamma : float or "auto"
-        Data-consistency weight of the noisy CG form; ``"auto"`` derives it from the noise level.
+        Data-consistency weight of the noisy CG form; ``"auto"`` sets it at every step from the
+        noise level and the residual of the denoised estimate (:class:`~napari_svi.sampler.ResidualGamma`).
     seed : int
         Seed; the same seed, input and device give the same result.
     samples : int
