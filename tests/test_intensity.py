@@ -4,7 +4,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_svi.intensity import MEASUREMENT_SMOOTHING, percentile_scale
+from napari_svi.intensity import measurement_scale, percentile_scale
 
 
 def _dim_noisy_field(seed=0):
@@ -19,7 +19,7 @@ def _dim_noisy_field(seed=0):
 def test_smoothing_keeps_noise_from_setting_the_range():
     clean, noisy = _dim_noisy_field()
     raw = percentile_scale(noisy)
-    smooth = percentile_scale(noisy, smooth=MEASUREMENT_SMOOTHING)
+    smooth = measurement_scale(noisy)
     truth = percentile_scale(clean)
     # without smoothing the 0.1th percentile sits about 3 noise deviations (60) below the background
     assert raw.low < 60

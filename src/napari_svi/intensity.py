@@ -75,6 +75,11 @@ def percentile_scale(
     return IntensityScale(float(low), float(high))
 
 
+def measurement_scale(a, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, name: str = "measurement") -> IntensityScale:
+    """The solver's scale of a (noisy) measurement: percentiles after ``MEASUREMENT_SMOOTHING``."""
+    return percentile_scale(a, percentiles, name=name, smooth=MEASUREMENT_SMOOTHING)
+
+
 def _smoothed_frames(a, sigma: float, max_values: int = 2**24) -> np.ndarray:
     """Evenly spaced whole frames of ``a`` (spatially strided only if one frame is too large), smoothed."""
     from scipy import ndimage
@@ -84,7 +89,7 @@ def _smoothed_frames(a, sigma: float, max_values: int = 2**24) -> np.ndarray:
     step = max(1, int(np.ceil(np.sqrt(h * w / max_values))))
     keep = max(1, min(frames, max_values // (((h - 1) // step + 1) * ((w - 1) // step + 1))))
     idx = np.unique(np.linspace(0, frames - 1, keep).round().astype(np.int64))
-    flat = a.reshape(frames, h, w) if frames > 0 else a
+    flat = a.reshape(frames, h, w)
     sub = np.stack([np.asarray(flat[int(i), ::step, ::step], dtype=np.float32) for i in idx])
     return ndimage.gaussian_filter(sub, (0, sigma / step, sigma / step), mode="reflect")
 

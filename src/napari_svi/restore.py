@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .intensity import DEFAULT_PERCENTILES, MEASUREMENT_SMOOTHING, IntensityScale, percentile_scale
+from .intensity import DEFAULT_PERCENTILES, IntensityScale, measurement_scale
 from .lazy import (
     RECORD_KEY,
     ArraySink,
@@ -36,7 +36,7 @@ from .lazy import (
 )
 from .operators import Crop, OperatorSpec
 from .priors.base import DiffusionPrior
-from .sampler import auto_gamma, gamma_record, svi_steps
+from .sampler import ResidualGamma, auto_gamma, gamma_record, svi_steps
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
 from .windows import (
     DEFAULT_WINDOW,
@@ -280,12 +280,11 @@ def iter_restore(
     # intensity scale and noise level of every stack, from the whole stack (strided for lazy input)
     scales: list[IntensityScale] = []
     sigmas: list[float | None] = []
-    gammas: list = []
+    gammas: list[float | ResidualGamma] = []
     noise_frames = _noise_frames(t_m)
     for k in range(n_stacks):
         stack = stacks[k]
-        scale = percentile_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data",
-                                 smooth=MEASUREMENT_SMOOTHING)
+        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
         if noise_sigma == "auto":
             frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
             sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)

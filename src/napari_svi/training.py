@@ -141,6 +141,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     amp_dtype = _training_precision(precision, device)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     machine = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "precision": "bfloat16 autocast" if amp_dtype is not None else "float32",
@@ -191,8 +193,6 @@ def train(
         os.replace(tmp, ckpt_path)
         save_prior(ema, out, config, step=step, seconds=elapsed, data_sources=data_sources, machine=machine)
 
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     model.train()
     t_call = time.perf_counter()
     t0 = t_call - elapsed

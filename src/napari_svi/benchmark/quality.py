@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ..degrade import degrade, random_mask
-from ..intensity import MEASUREMENT_SMOOTHING, IntensityScale, percentile_scale
+from ..intensity import IntensityScale, measurement_scale
 from ..operators import OperatorSpec
 from ..priors.base import DiffusionPrior
 from . import baselines
@@ -207,7 +207,7 @@ def _classical(method: str, y: np.ndarray, spec: OperatorSpec, truth: np.ndarray
     Returns ``(estimate in data units, seconds, peak_mb, parameters)``.
     """
     t, h, w = truth.shape
-    y_scale = percentile_scale(y, name="measurement", smooth=MEASUREMENT_SMOOTHING)  # the solver's scale, from the data alone (as restore)
+    y_scale = measurement_scale(y)  # the solver's scale, from the data alone (as restore)
     op = spec.build((t, 1, h, w), dtype=torch.float32)
     y01 = torch.from_numpy(y_scale.to_unit(y))[:, None]
     x_start = torch.from_numpy(y_scale.to_unit(baselines.measurement_estimate(y, spec, truth.shape)))[:, None]
@@ -255,16 +255,15 @@ def _classical(method: str, y: np.ndarray, spec: OperatorSpec, truth: np.ndarray
     return to_units(m.value), m.seconds, m.peak_mb, params
 
 
-def svi_noise_sigma(y: np.ndarray, spec: OperatorSpec) -> tuple[float | str, str]:
-    """What ``svi`` gets as ``noise_sigma``: always ``"auto"`` (restore estimates it from the measurement alone)."""
-    return "auto", "estimated by restore from the measurement (RMS of a binned neighbour-residual noise level function)"
+#: How ``svi`` gets its noise level on noisy tasks: ``noise_sigma="auto"``, from the measurement alone.
+AUTO_NOISE = "estimated by restore from the measurement (RMS of a binned neighbour-residual noise level function)"
 
 
 def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_frames: int, prior: DiffusionPrior,
                settings: QualitySettings) -> tuple[np.ndarray, float, float, dict]:
     from ..restore import restore
 
-    noise_sigma, how = svi_noise_sigma(y, spec) if task.noisy else (None, "none (noiseless normal equations)")
+    noise_sigma, how = ("auto", AUTO_NOISE) if task.noisy else (None, "none (noiseless normal equations)")
     kwargs = dict(prior=prior, steps=settings.steps, eta=settings.eta, cg_steps=settings.cg_steps,
                   noise_sigma=noise_sigma, gamma="auto", seed=settings.seed,
                   device=settings.device, batch_consistent=(method == "svi"), true_frames=t_frames)
