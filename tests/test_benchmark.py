@@ -126,7 +126,7 @@ def test_measure_sees_torch_allocations():
 def test_task_and_method_names():
     assert list(TASKS) == ["temporal-box7", "temporal-box7-noisy", "temporal-gauss1", "temporal-box7+deblur2",
                            "temporal-box7+sr2", "temporal-box7+sr4", "temporal-box7+inpaint50", "interp2"]
-    assert METHODS == ("measurement", "cg", "cg-converged", "richardson-lucy", "tv-admm", "independent", "svi")
+    assert METHODS == ("measurement", "cg", "cg-converged", "richardson-lucy", "tv-admm", "cg+tv", "independent", "svi")
 
 
 def test_report_files_and_schema(classical_run, tmp_path):

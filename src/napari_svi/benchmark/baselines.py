@@ -10,6 +10,7 @@ plus a thin function that drains it.
 - :func:`richardson_lucy`: the Richardson-Lucy multiplicative update on the whole spatio-temporal
   operator (needs a nonnegative ``A``: convolutions with nonnegative PSFs, block means, masks).
 - :func:`tv_admm`: total-variation regularised least squares solved by ADMM.
+- :func:`tv_denoise`: 3-D TV denoising, run after a few CG steps ("CG + TV").
 """
 
 from __future__ import annotations
@@ -266,3 +267,19 @@ def log_search(score: Callable[[float], float], start: float, factor: float = 10
             f(v)
         best = max(tried, key=tried.get)
     return best, tried[best], tried
+
+
+# ---------------------------------------------------------------- CG followed by TV denoising
+
+
+def tv_denoise(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Isotropic 3-D total-variation denoising of a stack ``(T, C, H, W)`` (each channel over T, H, W).
+
+    scikit-image's Chambolle projection (``denoise_tv_chambolle``) with ``weight``; time is treated
+    as a third spatial axis. With :func:`cg_least_squares` before it this is the "CG + TV" pipeline.
+    """
+    from skimage.restoration import denoise_tv_chambolle
+
+    arr = x.detach().cpu().numpy()
+    out = np.stack([denoise_tv_chambolle(arr[:, c], weight=weight) for c in range(arr.shape[1])], axis=1)
+    return torch.from_numpy(out.astype(np.float32)).to(x.device)

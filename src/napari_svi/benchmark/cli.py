@@ -60,6 +60,30 @@ def add_parser(subparsers) -> None:
                    help="also write every estimate as REPORT_DIR/stacks/TASK_METHOD.tif (float32, data units)")
     q.set_defaults(func=run_quality_command)
 
+    from .suite import SUITE_CLIPS, SUITE_TASKS
+
+    r = sub.add_parser(
+        "suite", help="the realistic suite: held-out clips of several structures x realistic degradations",
+        description="Run every method on every (clip, task) of the realistic suite (nuclei, actin, mitochondria, "
+        "cell walls; temporal and spatial blur, downsampling, missing pixels and frames, short stacks, two photon "
+        "levels) and write results.json and results.md to REPORT_DIR.",
+    )
+    r.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
+    r.add_argument("--clips", nargs="+", default=list(SUITE_CLIPS), choices=list(SUITE_CLIPS), metavar="CLIP",
+                   help=f"clips (default: all): {', '.join(SUITE_CLIPS)}")
+    r.add_argument("--tasks", nargs="+", default=list(SUITE_TASKS), choices=list(SUITE_TASKS), metavar="TASK",
+                   help=f"tasks (default: all): {', '.join(SUITE_TASKS)}")
+    r.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in ("cg-converged", "independent")],
+                   choices=list(METHODS), metavar="METHOD", help="methods (default: all but cg-converged and independent)")
+    r.add_argument("--frames", type=int, default=12, help="frames per clip (default: 12)")
+    r.add_argument("--crop", type=int, default=96, help="frame size of the clips in px (default: 96)")
+    r.add_argument("--data-dir", default=None, help="folder of the suite's still crops (default: benchmarks/data/suite)")
+    r.add_argument("--prior", default="default", help="prior of svi: default | folder | checkpoint")
+    r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
+    r.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
+    r.set_defaults(func=run_suite_command)
+
     s = sub.add_parser(
         "speed", help="time per network evaluation and per restore versus frames and frame size",
         description="Time one network evaluation and one restore versus the number of frames and the frame size on "
@@ -151,6 +175,36 @@ def run_quality_command(args: argparse.Namespace) -> int:
     if args.save_stacks:
         written += _save_stacks(result, out / "stacks")
     print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    from ..priors.loading import load_prior, resolve_device
+    from .quality import QualitySettings
+    from .report import command_line, machine_info, write_json
+    from .suite import load_clip, run_suite, suite_markdown
+
+    if args.frames < 8 or args.crop < 32:
+        raise ValueError(f"--frames must be >= 8 and --crop >= 32, got {args.frames} and {args.crop}")
+    _set_threads(args.threads)
+    for name in args.clips:  # fail on missing data before loading the prior or running anything
+        load_clip(name, args.frames, args.crop, args.data_dir)
+    device = resolve_device(args.device)
+    prior = load_prior(args.prior, device, channels=1) if "svi" in args.methods or "independent" in args.methods else None
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    header = {"command": command_line(), "machine": machine_info(device),
+              "prior": None if prior is None else _prior_record(prior, args.prior)}
+    t0 = time.perf_counter()
+    result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
+                       frames=args.frames, crop=args.crop, data_dir=args.data_dir,
+                       settings=QualitySettings(seed=args.seed, device=str(device)),
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    header["machine"]["load_average_1min_end"] = machine_info()["load_average_1min"]
+    header["seconds_total"] = round(time.perf_counter() - t0, 1)
+    write_json(out / "results.json", {**header, **result})
+    (out / "results.md").write_text(suite_markdown(result, header))
+    print(f"wrote results.json and results.md to {out} in {header['seconds_total']:.0f} s")
     return 0
 
 
