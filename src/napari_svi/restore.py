@@ -35,6 +35,7 @@ from .lazy import (
     json_record,
 )
 from .operators import Crop, OperatorSpec
+from .pieces import NoiseField
 from .priors.base import DiffusionPrior
 from .sampler import ResidualGamma, auto_gamma, gamma_record, svi_steps
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
@@ -284,7 +285,7 @@ def iter_restore(
     noise_frames = _noise_frames(t_m)
     for k in range(n_stacks):
         stack = stacks[k]
-        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
+        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data", mask=mask)
         if noise_sigma == "auto":
             frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
             sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)
@@ -360,11 +361,13 @@ def iter_restore(
                 kx = slice(cols.keep[0] - int(cols.solve[0]), cols.keep[1] - int(cols.solve[0]))
                 weight = (rows.weights[:, None] * cols.weights[None, :]).astype(np.float32)
                 region = (slice(None), slice(rows.keep[0], rows.keep[1]), slice(cols.keep[0], cols.keep[1]))
+                r0, c0 = int(rows.solve[0]), int(cols.solve[0])
                 for s in range(samples):
-                    gen = torch.Generator(device="cpu").manual_seed(seed + s)
+                    field = NoiseField(seed + s, batch_consistent)
                     for info in svi_steps(
                         prior_obj, y, op, steps=steps, eta=eta, cg_steps=cg_steps, gamma=gammas[k],
-                        batch_consistent=batch_consistent, generator=gen,
+                        batch_consistent=batch_consistent,
+                        noise=lambda j, f=field, fr=piece.solve, rr=(r0, r0 + hp), cc=(c0, c0 + wp): f.region(j, fr, rr, cc),
                     ):
                         done += 1
                         last = info["i"] + 1 == steps
@@ -380,7 +383,7 @@ def iter_restore(
                             current[k, a:b] = scales[k].from_unit(x01)
                             estimate = restore_axes(current)
                         yield {"step": done, "total": total, "estimate": estimate, "stack": k,
-                               "window": wi, "windows": len(windows)}
+                               "window": wi, "windows": len(windows), "i": info["i"], "gamma": info["gamma"]}
         writer.add(k, wi, scales[k].from_unit(buffer))
         del buffer
         _release_memory()

@@ -208,6 +208,7 @@ def svi_steps(
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
     shape = tuple(operator.in_shape)
     device = y.device
+    y = operator.observed(y)  # residuals and gamma over observed entries only, whatever y holds elsewhere
     if generator is None:
         generator = torch.Generator(device="cpu").manual_seed(0)
     abar = prior.alphas_cumprod.to(torch.float64).cpu()

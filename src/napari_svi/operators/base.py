@@ -111,6 +111,14 @@ class LinearOperator:
         """``A^T A x`` (the normal operator used by conjugate gradient)."""
         return self.adjoint(self.forward(x))
 
+    def observed(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with the entries this operator never produces set to zero (masked pixels).
+
+        Those entries hold no measurement, whatever a file stores there; every residual
+        ``y - A x`` must leave them out. Here: every entry is observed, ``y`` is returned as it is.
+        """
+        return y
+
     __call__ = forward
 
     def __matmul__(self, other: LinearOperator) -> ComposedOperator:
@@ -193,6 +201,9 @@ class ComposedOperator(LinearOperator):
         for op in self.operators:
             y = op.adjoint(y)
         return y
+
+    def observed(self, y):
+        return self.operators[0].observed(y)  # the outermost part decides which entries exist
 
     def to(self, device=None, dtype=None) -> ComposedOperator:
         out = ComposedOperator(*(op.to(device, dtype) for op in self.operators))

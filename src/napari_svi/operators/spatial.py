@@ -230,5 +230,8 @@ class Mask(LinearOperator):
 
     _adjoint = _forward
 
+    def observed(self, y):
+        return self.forward(y)
+
     def __repr__(self) -> str:
         return f"Mask({self.mask.shape}, {100 * self.mask.mean():.1f}% observed, {self.in_shape})"
