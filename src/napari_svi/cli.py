@@ -150,7 +150,7 @@ def _add_degrade(sub) -> None:
 
 
 def _run_degrade(args) -> int:
-    from . import __version__
+    from ._version import __version__
     from .degrade import degrade, random_mask
     from .io import write_stack
 
@@ -323,7 +323,7 @@ def _run_info(args) -> int:
 
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     print(f"napari-svi {__version__}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores")

@@ -118,7 +118,7 @@ def write_stack(
         raise ValueError(f"axes {axes!r} do not match data with {data.ndim} dimensions")
     if not path.parent.exists():
         raise ValueError(f"output folder does not exist: {path.parent}")
-    record = json.dumps({"napari_svi": metadata or {}}, default=_json_default)
+    record = json.dumps({"napari_svi": metadata or {}}, default=json_default)
     kwargs: dict = {}
     if pixel_size_um is not None:
         kwargs["resolution"] = (1.0 / pixel_size_um[1], 1.0 / pixel_size_um[0])
@@ -148,7 +148,8 @@ def _is_imagej_order(axes: str) -> bool:
     return all(p >= 0 for p in pos) and pos == sorted(pos) and len(set(axes)) == len(axes)
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps`` default: NumPy scalars and arrays as numbers and lists, anything else as text."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 Shape = tuple[int, int, int, int]
@@ -30,14 +29,6 @@ def _as_shape(shape, name: str) -> Shape:
     if len(out) != 4 or any(s < 1 for s in out) or any(int(s) != s for s in shape):
         raise ValueError(f"{name} must be a (T, C, H, W) tuple of 4 positive integers, got {shape!r}")
     return out  # type: ignore[return-value]
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not float(value).is_integer() or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _resolve_device(device) -> torch.device:
