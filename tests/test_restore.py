@@ -260,3 +260,18 @@ def test_noise_estimate_needs_no_pywavelets():
         assert estimate_noise_sigma(y, np.ones((64, 64))) == pytest.approx(sigma, rel=0.15)
     with pytest.raises(ValueError, match="8 x 8"):
         estimate_noise_sigma(np.zeros((2, 4, 4)))
+
+
+def test_fill_unseen_is_a_recorded_parameter(prior):
+    # frame interpolation: every second frame measured; the pull towards the interpolation of the
+    # measured neighbours is restore's fill_unseen, recorded, and 0 leaves those frames to the prior
+    data = _stack(t=9)
+    spec = OperatorSpec(temporal_subsample=2)
+    kw = dict(prior=prior, **KW)
+    on = restore(data, spec, **kw)
+    off = restore(data, spec, fill_unseen=0, **kw)
+    assert on.metadata["fill_unseen"] == 4.0 and off.metadata["fill_unseen"] == 0.0
+    assert not np.allclose(on.restored[1::2], off.restored[1::2])
+    np.testing.assert_allclose(on.restored[::2], off.restored[::2], rtol=1e-4, atol=1.0)
+    with pytest.raises(ValueError, match="fill_unseen"):
+        restore(data, spec, fill_unseen=-1, **kw)

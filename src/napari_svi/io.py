@@ -157,3 +157,34 @@ def json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     return str(obj)
+
+
+def read_input(path, time_axis: int | None = None):
+    """A command's input stack: a TIFF (:func:`read_stack`) or a zarr store (lazy, read window by window).
+
+    Returns ``(data, info, time_axis, axes)``: the array, its :class:`StackInfo`, the time axis
+    (``time_axis`` if given, else from the file's axes) and axis letters for writing the result
+    (unknown letters become ``Z``, the time axis ``T``).
+    """
+    from .lazy import is_zarr_path, open_zarr, zarr_axes
+
+    if is_zarr_path(path):
+        data, attrs = open_zarr(path)  # lazy: read window by window
+        record = attrs.get("napari_svi") if isinstance(attrs.get("napari_svi"), dict) else {}
+        px = record.get("pixel_size_um")
+        info = StackInfo(axes=zarr_axes(attrs, data.ndim) or "Q" * (data.ndim - 2) + "YX",
+                         pixel_size_um=tuple(px) if px else None, frame_interval_s=record.get("frame_interval_s"))
+    else:
+        data, info = read_stack(path)
+    time_axis = time_axis if time_axis is not None else info.time_axis
+    if time_axis is None:
+        raise ValueError(f"{path} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
+    if time_axis < 0:
+        time_axis += data.ndim
+    axes = info.axes if len(info.axes) == data.ndim else "Q" * (data.ndim - 2) + "YX"
+    axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    axes = "".join(a if a in "TZCYXS" else "Z" for a in axes)  # unknown letters (Q, I) become Z
+    if len(set(axes)) != len(axes):
+        axes = "Q" * (data.ndim - 2) + "YX"
+        axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    return data, info, time_axis, axes

@@ -71,6 +71,59 @@ def _named_spec(spec, kinds: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
+def parse_temporal_spec(spec) -> tuple[str, tuple] | None:
+    """A named temporal PSF string as ``(kind, parameters)``; ``None`` when ``spec`` is not one (a path, an array).
+
+    ``"none"`` -> ``("none", ())``, ``"uniform:K"`` -> ``("uniform", (K,))`` (int >= 1),
+    ``"gaussian:SIGMA"`` -> ``("gaussian", (SIGMA,))`` (frames, > 0). Shared by
+    :func:`temporal_kernel` and the napari widgets (which show the parameters in their fields).
+    """
+    name = "temporal_psf"
+    named = _named_spec(spec, ("uniform", "gaussian"))
+    if named is None or named[0] == "none":
+        return None if named is None else ("none", ())
+    kind, args = named
+    if kind == "uniform":
+        try:
+            frames = int(args)
+        except ValueError:
+            frames = None
+        if frames is None or frames < 1:
+            raise ValueError(f"{name}: 'uniform:K' needs an integer number of frames K >= 1, got {spec!r}")
+        return "uniform", (frames,)
+    sigma = _parse_float(args, name, "the Gaussian SIGMA (frames)")
+    if sigma <= 0:
+        raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 frames, got {spec!r}")
+    return "gaussian", (sigma,)
+
+
+def parse_spatial_spec(spec) -> tuple[str, tuple] | None:
+    """A named spatial PSF string as ``(kind, parameters)``; ``None`` when ``spec`` is not one (a path, an array).
+
+    ``"none"`` -> ``("none", ())``, ``"gaussian:SIGMA"`` -> ``("gaussian", (SIGMA,))`` (pixels, > 0),
+    ``"airy:NA,WAVELENGTH_NM,PIXEL_NM"`` -> ``("airy", (NA, WAVELENGTH_NM, PIXEL_NM))``. Shared by
+    :func:`spatial_psf` and the napari widgets.
+    """
+    name = "spatial_psf"
+    named = _named_spec(spec, ("gaussian", "airy"))
+    if named is None or named[0] == "none":
+        return None if named is None else ("none", ())
+    kind, args = named
+    if kind == "gaussian":
+        sigma = _parse_float(args, name, "the Gaussian SIGMA (pixels)")
+        if sigma <= 0:
+            raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 pixels, got {spec!r}")
+        return "gaussian", (sigma,)
+    parts = [p for p in args.replace(" ", ",").split(",") if p]
+    if len(parts) != 3:
+        raise ValueError(
+            f"{name}: 'airy:NA,WAVELENGTH_NM,PIXEL_NM' needs three numbers (e.g. 'airy:1.4,520,65'), got {spec!r}"
+        )
+    return "airy", tuple(
+        _parse_float(p, name, label) for p, label in zip(parts, ("NA", "WAVELENGTH_NM", "PIXEL_NM"), strict=True)
+    )
+
+
 def _parse_float(text: str, name: str, what: str) -> float:
     try:
         value = float(text)
@@ -159,26 +212,18 @@ def temporal_kernel(spec) -> np.ndarray | None:
     name = "temporal_psf"
     if spec is None:
         return None
-    named = _named_spec(spec, ("uniform", "gaussian"))
+    named = parse_temporal_spec(spec)
     if named is not None:
-        kind, args = named
+        kind, params = named
         if kind == "none":
             return None
         if kind == "uniform":
-            try:
-                frames = int(args)
-            except ValueError:
-                frames = None
-            if frames is None or frames < 1:
-                raise ValueError(f"{name}: 'uniform:K' needs an integer number of frames K >= 1, got {spec!r}")
+            (frames,) = params
             _check_generated_size(frames, name, "the box")
             return np.full(frames, 1.0 / frames)
-        if kind == "gaussian":
-            sigma = _parse_float(args, name, "the Gaussian SIGMA (frames)")
-            if sigma <= 0:
-                raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 frames, got {spec!r}")
-            _check_generated_size(2 * math.ceil(GAUSSIAN_TRUNCATE * sigma) + 1, name, "the Gaussian")
-            return _gaussian_1d(sigma, math.ceil(GAUSSIAN_TRUNCATE * sigma))
+        (sigma,) = params
+        _check_generated_size(2 * math.ceil(GAUSSIAN_TRUNCATE * sigma) + 1, name, "the Gaussian")
+        return _gaussian_1d(sigma, math.ceil(GAUSSIAN_TRUNCATE * sigma))
     if _looks_like_path(spec, _TEMPORAL_SUFFIXES):
         kernel = np.atleast_1d(np.squeeze(_read_array(spec, name, TEMPORAL_ALLOWED)))
         what = f"the kernel in {str(spec)!r}"
@@ -401,30 +446,17 @@ def spatial_psf(spec) -> np.ndarray | None:
     name = "spatial_psf"
     if spec is None:
         return None
-    named = _named_spec(spec, ("gaussian", "airy"))
+    named = parse_spatial_spec(spec)
     if named is not None:
-        kind, args = named
+        kind, params = named
         if kind == "none":
             return None
         if kind == "gaussian":
-            sigma = _parse_float(args, name, "the Gaussian SIGMA (pixels)")
-            if sigma <= 0:
-                raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 pixels, got {spec!r}")
-            return gaussian_psf(sigma)
-        if kind == "airy":
-            parts = [p for p in args.replace(" ", ",").split(",") if p]
-            if len(parts) != 3:
-                raise ValueError(
-                    f"{name}: 'airy:NA,WAVELENGTH_NM,PIXEL_NM' needs three numbers (e.g. 'airy:1.4,520,65'), got {spec!r}"
-                )
-            na, wavelength, pixel = (
-                _parse_float(p, name, label)
-                for p, label in zip(parts, ("NA", "WAVELENGTH_NM", "PIXEL_NM"), strict=True)
-            )
-            try:
-                return airy_psf(na, wavelength, pixel)
-            except ValueError as err:
-                raise ValueError(f"{name}: {err}") from None
+            return gaussian_psf(*params)
+        try:
+            return airy_psf(*params)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     if _looks_like_path(spec, _SPATIAL_SUFFIXES):
         return load_psf(spec)
     if isinstance(spec, str):
