@@ -286,7 +286,7 @@ def test_spatial_psf_errors_name_the_parameter(spec, match):
 
 
 def test_named_specs_parse_once_for_the_core_and_the_widgets():
-    from napari_svi.psf import parse_spatial_spec, parse_temporal_spec
+    from napari_svi.psf_spec import parse_spatial_spec, parse_temporal_spec
 
     assert parse_temporal_spec("uniform:7") == ("uniform", (7,))
     assert parse_temporal_spec(" Gaussian: 1.5") == ("gaussian", (1.5,))

@@ -19,7 +19,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Image, Label, SpinBox
 
 from ..operators import OperatorSpec
-from ..psf import parse_spatial_spec, parse_temporal_spec, spatial_psf, temporal_kernel, temporal_kernel_from_exposure
+from ..psf import spatial_psf, temporal_kernel, temporal_kernel_from_exposure
+from ..psf_spec import parse_spatial_spec, parse_temporal_spec
 from ._common import Message, layer_frame_interval_s, layer_pixel_size_nm
 from ._psf_preview import fwhm_px, spatial_picture, temporal_picture
 
