@@ -21,11 +21,11 @@ import numpy as np
 from ._version import __version__
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
-from .noise import check_noise_sigma, stack_noise_sigma
+from .noise import auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
-from .sampler import auto_gamma, gamma_record, svi_steps
+from .sampler import svi_steps
 from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
 from .windows import DEFAULT_WINDOW, check_windowing
