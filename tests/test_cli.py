@@ -1,5 +1,6 @@
 """The command line end to end: degrade then restore, metadata, atomic outputs, clear errors."""
 
+import argparse
 import json
 
 import numpy as np
@@ -124,3 +125,18 @@ def test_write_stack_is_atomic_and_keeps_metadata(tmp_path):
     with pytest.raises(ValueError, match="axes"):
         write_stack(tmp_path / "z.tif", data, axes="TYX")
     assert json.dumps(info.metadata)
+
+
+def test_noise_and_fill_flags_share_the_core_parsers():
+    from napari_svi.cli_flags import add_sampler_flags, sampler_kwargs
+    from napari_svi.noise import parse_noise_sigma
+
+    parser = argparse.ArgumentParser()
+    add_sampler_flags(parser)
+    for text, value in (("auto", "auto"), ("none", None), ("noiseless", None), ("0", None), ("0.0", None), ("2.5", 2.5)):
+        assert parse_noise_sigma(text) == value  # the widget's field reads the same words
+        assert sampler_kwargs(parser.parse_args(["--noise-sigma", text]))["noise_sigma"] == value
+    assert "fill_unseen" not in sampler_kwargs(parser.parse_args([]))  # restore's own default
+    assert sampler_kwargs(parser.parse_args(["--fill-unseen", "0"]))["fill_unseen"] == 0.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--noise-sigma", "-1"])

@@ -24,9 +24,9 @@ from napari_svi.priors import (
     resolve_device,
 )
 from napari_svi.priors.adm import AttentionBlock, infer_adm_config
-from napari_svi.priors.tiling import _starts, _weights
 from napari_svi.schedules import alphas_cumprod, cosine_betas
 from napari_svi.training import PRIOR_FORMAT, TrainConfig, save_prior
+from napari_svi.windows import blend_weights, spread_starts
 
 ABAR = alphas_cumprod("linear")
 TINY_UNET = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1)
@@ -435,13 +435,13 @@ def test_tiling_is_exact_for_pixelwise_priors(shape):
 
 
 def test_blend_weights_of_neighbours_sum_to_one():
-    starts = _starts(100, 32, 8)
+    starts = spread_starts(100, 32, 8)  # the planner TiledPrior uses
     assert starts[0] == 0 and starts[-1] == 100 - 32
     assert all(b - a <= 32 - 8 for a, b in zip(starts[:-1], starts[1:], strict=True))  # overlap >= 8 everywhere
     total = torch.zeros(100)
-    for s, w in zip(starts, _weights(starts, 32, torch.device("cpu")), strict=True):
+    for s, w in zip(starts, blend_weights(starts, 32, 100), strict=True):
         assert w.min() > 0
-        total[s : s + 32] += w
+        total[s : s + 32] += torch.from_numpy(w).float()
     torch.testing.assert_close(total, torch.ones(100))  # a partition of unity: no seams by construction
 
 

@@ -283,3 +283,18 @@ def test_spatial_psf_errors_name_the_parameter(spec, match):
     with pytest.raises(ValueError, match=match) as err:
         spatial_psf(spec)
     assert "spatial_psf" in str(err.value)
+
+
+def test_named_specs_parse_once_for_the_core_and_the_widgets():
+    from napari_svi.psf_spec import parse_spatial_spec, parse_temporal_spec
+
+    assert parse_temporal_spec("uniform:7") == ("uniform", (7,))
+    assert parse_temporal_spec(" Gaussian: 1.5") == ("gaussian", (1.5,))
+    assert parse_temporal_spec("none") == ("none", ())
+    assert parse_temporal_spec("kernel.txt") is None and parse_temporal_spec(np.ones(3)) is None
+    assert parse_spatial_spec("airy:1.4, 520, 65") == ("airy", (1.4, 520.0, 65.0))
+    assert parse_spatial_spec("gaussian:2") == ("gaussian", (2.0,))
+    for bad, parse in (("uniform:0", parse_temporal_spec), ("gaussian:-1", parse_spatial_spec),
+                       ("airy:1.4,520", parse_spatial_spec)):
+        with pytest.raises(ValueError, match="psf"):
+            parse(bad)

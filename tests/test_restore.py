@@ -13,7 +13,7 @@ from napari_svi.priors.base import GaussianPrior
 from napari_svi.restore import RestoreCancelled, iter_restore, restore
 from napari_svi.schedules import alphas_cumprod
 
-restore_module = sys.modules["napari_svi.restore"]
+lazy_module = sys.modules["napari_svi.lazy"]
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,10 @@ def test_dask_and_zarr_input_read_window_by_window(prior, tmp_path, monkeypatch)
     kw = dict(prior=prior, window=8, **KW)
     ref = restore(data, spec, **kw).restored
     reads = []
-    real_read = restore_module._read
-    monkeypatch.setattr(restore_module, "_read", lambda stack, frames, *a: reads.append(len(frames)) or real_read(stack, frames, *a))
+    real_read = lazy_module.read_frames
+    counting = lambda stack, frames, *a: reads.append(len(frames)) or real_read(stack, frames, *a)  # noqa: E731
+    monkeypatch.setattr(lazy_module, "read_frames", counting)  # the noise estimate's read (first)
+    monkeypatch.setattr(sys.modules["napari_svi.pieces"], "read_frames", counting)  # every piece's
     lazy = restore(da.from_array(data, chunks=(1, 16, 16)), spec, **kw)
     assert max(reads[1:]) <= 8 + 2 * 2  # a window and its margins, never the whole stack
     store = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=data.shape, chunks=(1, 16, 16), dtype=data.dtype)
@@ -232,7 +234,7 @@ def test_cli_restore_zarr_in_and_out(prior, tmp_path, monkeypatch):
 def test_noise_estimate_is_the_rms_of_signal_dependent_noise():
     """Poisson noise on mostly dark background with bright blobs: the estimate is the root mean
     variance over pixels (the noise energy), not the dark background's (much smaller) sigma."""
-    from napari_svi.restore import estimate_noise_sigma
+    from napari_svi.noise import estimate_noise_sigma
 
     yy, xx = np.mgrid[:96, :96]
     blobs = [(20, 30), (60, 70), (75, 20), (30, 75)]
@@ -247,7 +249,7 @@ def test_noise_estimate_is_the_rms_of_signal_dependent_noise():
 
 
 def test_noise_estimate_needs_no_pywavelets():
-    from napari_svi.restore import estimate_noise_sigma
+    from napari_svi.noise import estimate_noise_sigma
 
     yy, xx = np.mgrid[:64, :64]
     clean = 0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
@@ -258,3 +260,18 @@ def test_noise_estimate_needs_no_pywavelets():
         assert estimate_noise_sigma(y, np.ones((64, 64))) == pytest.approx(sigma, rel=0.15)
     with pytest.raises(ValueError, match="8 x 8"):
         estimate_noise_sigma(np.zeros((2, 4, 4)))
+
+
+def test_fill_unseen_is_a_recorded_parameter(prior):
+    # frame interpolation: every second frame measured; the pull towards the interpolation of the
+    # measured neighbours is restore's fill_unseen, recorded, and 0 leaves those frames to the prior
+    data = _stack(t=9)
+    spec = OperatorSpec(temporal_subsample=2)
+    kw = dict(prior=prior, **KW)
+    on = restore(data, spec, **kw)
+    off = restore(data, spec, fill_unseen=0, **kw)
+    assert on.metadata["fill_unseen"] == 4.0 and off.metadata["fill_unseen"] == 0.0
+    assert not np.allclose(on.restored[1::2], off.restored[1::2])
+    np.testing.assert_allclose(on.restored[::2], off.restored[::2], rtol=1e-4, atol=1.0)
+    with pytest.raises(ValueError, match="fill_unseen"):
+        restore(data, spec, fill_unseen=-1, **kw)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_svi.noise import auto_gamma, gamma_record
 from napari_svi.operators.base import Identity
 from napari_svi.operators.spatial import Mask
 from napari_svi.operators.temporal import TemporalOperator, temporal_matrix
@@ -14,8 +15,6 @@ from napari_svi.sampler import (
     ResidualGamma,
     SamplingCancelled,
     _noise,
-    auto_gamma,
-    gamma_record,
     operator_statistics,
     svi_sample,
     svi_steps,

@@ -6,18 +6,17 @@ import torch
 
 from napari_svi.operators import OperatorSpec
 from napari_svi.operators.temporal import temporal_matrix
+from napari_svi.pieces import plan_restore
 from napari_svi.windows import (
     blend_weights,
     default_margin,
-    parse_bytes,
-    piece_operator,
+    memory_bytes,
     plan_axis_tiles,
     plan_windows,
     spatial_margin,
     spread_starts,
     support,
     tile_for_budget,
-    window_temporal_matrix,
 )
 
 KERNELS = {
@@ -38,7 +37,7 @@ def test_window_matrix_is_a_block_of_the_full_matrix(kernel, boundary, subsample
     windows = plan_windows(n, k, boundary, subsample, window=8, overlap=2)
     assert len(windows) > 2
     for p in windows:
-        block = window_temporal_matrix(k, n, boundary, subsample, p.solve, p.measured)
+        block = temporal_matrix(k, n, boundary, subsample, measured=p.measured, solve=p.solve)
         np.testing.assert_allclose(block, full[p.measured][:, p.solve], atol=1e-15)
         outside = np.setdiff1d(np.arange(n), p.solve)
         assert not np.any(full[p.measured][:, outside]), "a used measurement reaches outside the window"
@@ -106,22 +105,21 @@ def test_spatial_tiles_use_exactly_the_measurements_inside(psf_size, downsample)
 def test_single_piece_operator_equals_the_spec():
     spec = OperatorSpec(temporal_psf="uniform:5", temporal_subsample=2, spatial_psf="gaussian:1.0", downsample=2)
     t, h, w = 11, 16, 12
-    (window,) = plan_windows(t, spec.temporal_kernel(), subsample=2, window=None)
-    (rows,), (cols,) = plan_axis_tiles(h, None, downsample=2), plan_axis_tiles(w, None, downsample=2)
-    op, frames, rs, cs = piece_operator(spec, t, window, rows, cols, kernel=spec.temporal_kernel(),
-                                        psf=spec.spatial_kernel(), mask=None, tiled=False)
+    (piece,) = plan_restore(spec, (6, 8, 6), t, window=None).pieces(0)
+    op = piece.operator.to(dtype=torch.float64)
     ref = spec.build((t, 1, h, w), dtype=torch.float64)
     x = torch.rand(t, 1, h, w, dtype=torch.float64)
     torch.testing.assert_close(op.forward(x), ref.forward(x))
+    frames, rs, cs = piece.measured_frames, piece.row_slice, piece.col_slice
     assert len(frames) == ref.out_shape[0] and (rs, cs) == (slice(0, 8), slice(0, 6))
 
 
 def test_budget_and_bytes():
-    assert parse_bytes("8GB") == 8 * 10**9 and parse_bytes("512 MiB") == 512 * 2**20 and parse_bytes(1000) == 1000
-    assert parse_bytes(None) is None
+    assert memory_bytes("8GB") == 8 * 10**9 and memory_bytes("512 MiB") == 512 * 2**20 and memory_bytes(1000) == 1000
+    assert memory_bytes(None) is None
     for bad in ("lots", -5, "0GB", True):
         with pytest.raises(ValueError, match="memory_budget"):
-            parse_bytes(bad)
+            memory_bytes(bad)
     assert tile_for_budget(16, 64, 64, None) is None
     assert tile_for_budget(16, 64, 64, 10**9) is None  # fits
     side = tile_for_budget(16, 4096, 4096, 2**30, multiple=8)

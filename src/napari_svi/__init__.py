@@ -6,19 +6,13 @@ by all frames) and a few conjugate-gradient steps over the whole spatio-temporal
 denoising step. This package is the Qt-free core; the napari plugin lives in ``napari_svi._napari``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("napari-svi")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
-
-from .degrade import degrade  # noqa: E402
-from .io import read_stack, write_stack  # noqa: E402
-from .operators import OperatorSpec  # noqa: E402
-from .priors.loading import load_prior  # noqa: E402
-from .restore import RestoreCancelled, RestoreResult, iter_restore, restore  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
+from ._version import __version__
+from .degrade import degrade
+from .io import read_stack, write_stack
+from .operators import OperatorSpec
+from .priors.loading import load_prior
+from .restore import RestoreCancelled, RestoreResult, iter_restore, restore
+from .training import TrainConfig, train
 
 __all__ = [
     "__version__",

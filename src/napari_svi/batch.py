@@ -72,7 +72,7 @@ def output_path(path: Path, out_dir: Path, output_format: str = "same") -> Path:
 
 def parameters(args: argparse.Namespace) -> dict:
     """The settings that decide a restore's result (recorded in every output, compared to skip)."""
-    from .cli import operator_from_args, sampler_kwargs
+    from .cli_flags import operator_from_args, sampler_kwargs
 
     kwargs = sampler_kwargs(args)
     kwargs.pop("device")  # the device does not change what is computed
@@ -116,8 +116,8 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
     here so that the worker builds exactly what ``napari-svi restore`` would. On a worker with
     several GPUs and ``--device auto``, worker ``i`` uses GPU ``i mod n``.
     """
-    from .cli import _read_input, operator_from_args, sampler_kwargs
-    from .io import write_stack
+    from .cli_flags import operator_from_args, sampler_kwargs
+    from .io import read_input, write_stack
     from .restore import restore
 
     t0 = time.perf_counter()
@@ -125,7 +125,7 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
     _limit_threads()
     kwargs = sampler_kwargs(args)
     kwargs["device"] = _worker_device(kwargs["device"])
-    data, info, time_axis, axes = _read_input(args)
+    data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     out = Path(output_path)
     to_zarr = out.suffix == ".zarr"
@@ -151,7 +151,7 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
 
 
 def _task_parser() -> argparse.ArgumentParser:
-    from .cli import add_operator_flags, add_sampler_flags
+    from .cli_flags import add_operator_flags, add_sampler_flags
 
     p = argparse.ArgumentParser(prog="napari-svi batch (task)")
     p.add_argument("input")
@@ -201,7 +201,7 @@ def _worker_device(device: str) -> str:
 
 def add_parser(subparsers) -> None:
     """Register ``napari-svi batch``."""
-    from .cli import add_operator_flags, add_sampler_flags
+    from .cli_flags import add_operator_flags, add_sampler_flags
 
     p = subparsers.add_parser(
         "batch", help="restore many stacks on a Dask cluster (local worker processes by default)",
@@ -234,7 +234,7 @@ def run_batch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = expand_inputs(args.inputs)
     params = parameters(args)
-    from .cli import operator_from_args
+    from .cli_flags import operator_from_args
 
     operator_from_args(args)  # bad operator flags fail here, before any cluster starts
     items = [Item(str(p), str(output_path(p, out_dir, args.output_format))) for p in inputs]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from .cli_flags import add_operator_flags, add_sampler_flags, operator_from_args, sampler_kwargs
 
 _SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli", "napari_svi.batch")
 
@@ -48,72 +49,7 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-# ---------------------------------------------------------------- shared operator flags
-
-
-def add_operator_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that describe the forward model, shared by degrade, restore and batch."""
-    g = p.add_argument_group("forward model (true stack -> measurement)")
-    g.add_argument("--time-axis", type=int, default=None, help="index of the time axis (default: from the file's axes, else 0)")
-    g.add_argument("--temporal-psf", default="none", metavar="SPEC",
-                   help="none | uniform:K (box of K frames) | gaussian:SIGMA (frames) | FILE (1-D kernel) (default: none)")
-    g.add_argument("--exposure-ms", type=float, default=None,
-                   help="with --frame-interval-ms: temporal PSF = box of exposure / interval frames (replaces --temporal-psf)")
-    g.add_argument("--frame-interval-ms", type=float, default=None, help="time between frame starts, ms")
-    g.add_argument("--temporal-boundary", choices=("symmetric", "circular"), default="symmetric",
-                   help="symmetric (mirror at the first and last frame; realistic) or circular (the paper's) (default: symmetric)")
-    g.add_argument("--temporal-subsample", type=int, default=1, metavar="S", help="only every S-th frame is measured (default: 1)")
-    g.add_argument("--spatial-psf", default="none", metavar="SPEC",
-                   help="none | gaussian:SIGMA (pixels) | airy:NA,WAVELENGTH_NM,PIXEL_NM | FILE (TIFF) (default: none)")
-    g.add_argument("--downsample", type=int, default=1, metavar="S", help="integer downsampling factor (mean of S x S blocks)")
-    g.add_argument("--mask", default=None, metavar="FILE", help="TIFF mask at measurement resolution, nonzero = observed")
-
-
-def operator_from_args(args: argparse.Namespace):
-    from .operators import OperatorSpec
-    from .psf import temporal_kernel_from_exposure
-
-    temporal = None if args.temporal_psf in (None, "none") else args.temporal_psf
-    if (args.exposure_ms is None) != (args.frame_interval_ms is None):
-        raise ValueError("--exposure-ms and --frame-interval-ms must be given together")
-    if args.exposure_ms is not None:
-        if temporal is not None:
-            raise ValueError("give either --temporal-psf or --exposure-ms/--frame-interval-ms, not both")
-        temporal = temporal_kernel_from_exposure(args.exposure_ms, args.frame_interval_ms)
-    return OperatorSpec(
-        temporal_psf=temporal,
-        temporal_boundary=args.temporal_boundary,
-        temporal_subsample=args.temporal_subsample,
-        spatial_psf=None if args.spatial_psf in (None, "none") else args.spatial_psf,
-        downsample=args.downsample,
-        mask=args.mask,
-    )
-
-
-def _read_input(args):
-    from .io import StackInfo, read_stack
-    from .lazy import is_zarr_path, open_zarr, zarr_axes
-
-    if is_zarr_path(args.input):
-        data, attrs = open_zarr(args.input)  # lazy: read window by window
-        record = attrs.get("napari_svi") if isinstance(attrs.get("napari_svi"), dict) else {}
-        px = record.get("pixel_size_um")
-        info = StackInfo(axes=zarr_axes(attrs, data.ndim) or "Q" * (data.ndim - 2) + "YX",
-                         pixel_size_um=tuple(px) if px else None, frame_interval_s=record.get("frame_interval_s"))
-    else:
-        data, info = read_stack(args.input)
-    time_axis = args.time_axis if args.time_axis is not None else info.time_axis
-    if time_axis is None:
-        raise ValueError(f"{args.input} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
-    if time_axis < 0:
-        time_axis += data.ndim
-    axes = info.axes if len(info.axes) == data.ndim else "Q" * (data.ndim - 2) + "YX"
-    axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
-    axes = "".join(a if a in "TZCYXS" else "Z" for a in axes)  # unknown letters (Q, I) become Z
-    if len(set(axes)) != len(axes):
-        axes = "Q" * (data.ndim - 2) + "YX"
-        axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
-    return data, info, time_axis, axes
+# ---------------------------------------------------------------- shared flags: napari_svi.cli_flags
 
 
 def _check_output(args) -> Path:
@@ -150,12 +86,12 @@ def _add_degrade(sub) -> None:
 
 
 def _run_degrade(args) -> int:
-    from . import __version__
+    from ._version import __version__
     from .degrade import degrade, random_mask
-    from .io import write_stack
+    from .io import read_input, write_stack
 
     out = _check_output(args)
-    data, info, time_axis, axes = _read_input(args)
+    data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     t, h, w = data.shape[time_axis], data.shape[-2], data.shape[-1]
     mask_path = None
@@ -187,55 +123,6 @@ def _run_degrade(args) -> int:
 # ---------------------------------------------------------------- restore
 
 
-def _noise_arg(text: str):
-    if text == "auto":
-        return "auto"
-    if text in ("none", "0"):
-        return None
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("must be 'auto', 'none' or a number >= 0")
-    return value
-
-
-def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of the sampler, the prior and the windowing, shared by restore and batch."""
-    p.add_argument("--noise-sigma", type=_noise_arg, default="auto",
-                   help="noise std in the file's units, 'auto' (estimate) or 'none' (noiseless) (default: auto)")
-    p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: set at every step from the noise level and the data residual)")
-    p.add_argument("--prior", default="default", help="default | prior folder | diffusers folder | ADM .pt file")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
-    p.add_argument("--eta", type=float, default=0.15, help="DDIM stochasticity (default: 0.15)")
-    p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
-    p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
-    g = p.add_argument_group("long and large stacks")
-    g.add_argument("--window", type=int, default=16, metavar="FRAMES",
-                   help="frames each temporal window keeps; 0 = the whole stack at once (default: 16)")
-    g.add_argument("--window-overlap", type=int, default=None, metavar="FRAMES",
-                   help="blended overlap of neighbouring windows (default: min(4, window / 4))")
-    g.add_argument("--window-margin", type=int, default=None, metavar="FRAMES",
-                   help="frames solved beyond each window edge (default: temporal PSF length - 1 + subsample - 1)")
-    g.add_argument("--tile-size", type=int, default=None, metavar="PIXELS",
-                   help="evaluate the network in tiles of this size (frames larger than GPU memory allows)")
-    g.add_argument("--memory-budget", default=None, metavar="BYTES",
-                   help="cut frames into spatial tiles so one window's solver fits, e.g. 8GB (default: no limit)")
-
-
-def sampler_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments of :func:`napari_svi.restore.iter_restore` from the sampler flags."""
-    return dict(
-        prior=args.prior, steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
-        gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
-        device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
-        window=args.window or None, window_overlap=args.window_overlap, window_margin=args.window_margin,
-        tile_size=args.tile_size, memory_budget=args.memory_budget,
-    )
-
-
 def _add_restore(sub) -> None:
     p = sub.add_parser("restore", help="restore a degraded time-lapse with the diffusion prior",
                        description="Restore a measurement (low-resolution when --downsample is set); "
@@ -255,7 +142,7 @@ def _add_restore(sub) -> None:
 def _run_restore(args) -> int:
     from tqdm import tqdm
 
-    from .io import write_stack
+    from .io import read_input, write_stack
     from .lazy import is_zarr_path
     from .restore import iter_restore
 
@@ -268,7 +155,7 @@ def _run_restore(args) -> int:
             raise ValueError(f"output folder does not exist: {out.parent}")
     else:
         out = _check_output(args)
-    data, info, time_axis, axes = _read_input(args)
+    data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     gen = iter_restore(data, spec, time_axis=time_axis, **sampler_kwargs(args),
                        out=str(out) if to_zarr else None, overwrite=args.overwrite)
@@ -323,7 +210,7 @@ def _run_info(args) -> int:
 
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     print(f"napari-svi {__version__}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores")

@@ -1,8 +1,8 @@
 """Simulate a measurement: apply the forward model to a clean stack and add noise.
 
 Intensities stay in the data's own units (no rescaling), so ``noise_sigma`` is in those units too.
-Poisson noise is applied first (photon counting, the data's 99.9th percentile mapped to
-``poisson_peak`` photons), Gaussian read noise after.
+The noise model is :func:`napari_svi.noise.add_noise`: Poisson noise first (photon counting, the
+data's 99.9th percentile mapped to ``poisson_peak`` photons), Gaussian read noise after.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .noise import add_noise
 from .operators import OperatorSpec
 from .validation import check_stack, move_time_axis
 
@@ -70,13 +71,8 @@ def degrade(
     peak_level = float(np.percentile(arr, 99.9)) if poisson_peak is not None else 1.0
     for k in range(stacks.shape[0]):
         x = torch.from_numpy(np.asarray(stacks[k], dtype=np.float64))[:, None]
-        y = op.forward(x)[:, 0].numpy()
-        if poisson_peak is not None:
-            if peak_level <= 0:
-                raise ValueError("poisson_peak needs data with a positive 99.9th percentile")
-            y = rng.poisson(np.clip(y, 0, None) * (poisson_peak / peak_level)) * (peak_level / poisson_peak)
-        if noise_sigma > 0:
-            y = y + rng.normal(0.0, noise_sigma, size=y.shape)
+        y = add_noise(op.forward(x)[:, 0].numpy(), rng, noise_sigma=noise_sigma, poisson_peak=poisson_peak,
+                      peak_level=peak_level)
         if mask is not None:
             y = y * np.broadcast_to(mask, y.shape)
         out[k] = y

@@ -50,6 +50,7 @@ def percentile_scale(
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     name: str = "data",
     smooth: float = 0.0,
+    mask=None,
 ) -> IntensityScale:
     """Percentile-based :class:`IntensityScale` of ``a``; raises ``ValueError`` on constant data.
 
@@ -57,14 +58,17 @@ def percentile_scale(
     from a strided subsample so the whole stack is never held in memory twice. ``smooth`` > 0
     takes the percentiles of ``a`` smoothed by a Gaussian of that sigma (pixels) over its last two
     axes, computed on at most ``2**24`` values (whole frames, evenly spaced), never in place.
+    ``mask`` (nonzero = observed, broadcastable to ``a``'s frames: ``(H, W)`` or ``a``'s shape)
+    leaves unobserved pixels out: what ``a`` holds there changes nothing (smoothing is normalised
+    by the smoothed mask, so it never mixes them in either).
     """
     lo_p, hi_p = percentiles
     if not 0 <= lo_p < hi_p <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0 pixels, got {smooth}")
-    if smooth > 0 and np.ndim(a) >= 2:
-        arr = _smoothed_frames(a, smooth)
+    if mask is not None or (smooth > 0 and np.ndim(a) >= 2):
+        arr = _smoothed_frames(a, smooth, mask)
     else:
         arr = np.asarray(a) if not hasattr(a, "compute") else _subsample(a)
     low, high = np.percentile(arr.astype(np.float64, copy=False), [lo_p, hi_p])
@@ -75,13 +79,20 @@ def percentile_scale(
     return IntensityScale(float(low), float(high))
 
 
-def measurement_scale(a, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, name: str = "measurement") -> IntensityScale:
-    """The solver's scale of a (noisy) measurement: percentiles after ``MEASUREMENT_SMOOTHING``."""
-    return percentile_scale(a, percentiles, name=name, smooth=MEASUREMENT_SMOOTHING)
+def measurement_scale(
+    a, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, name: str = "measurement", mask=None
+) -> IntensityScale:
+    """The solver's scale of a (noisy) measurement: percentiles after ``MEASUREMENT_SMOOTHING``,
+    of the observed pixels only when a ``mask`` is given."""
+    return percentile_scale(a, percentiles, name=name, smooth=MEASUREMENT_SMOOTHING, mask=mask)
 
 
-def _smoothed_frames(a, sigma: float, max_values: int = 2**24) -> np.ndarray:
-    """Evenly spaced whole frames of ``a`` (spatially strided only if one frame is too large), smoothed."""
+def _smoothed_frames(a, sigma: float, mask=None, max_values: int = 2**24) -> np.ndarray:
+    """Evenly spaced whole frames of ``a`` (spatially strided only if one frame is too large), smoothed.
+
+    With a ``mask``, the values of the observed pixels only (a 1-D array), smoothed by normalised
+    convolution ``G * (m a) / G * m``.
+    """
     from scipy import ndimage
 
     h, w = a.shape[-2:]
@@ -91,7 +102,17 @@ def _smoothed_frames(a, sigma: float, max_values: int = 2**24) -> np.ndarray:
     idx = np.unique(np.linspace(0, frames - 1, keep).round().astype(np.int64))
     flat = a.reshape(frames, h, w)
     sub = np.stack([np.asarray(flat[int(i), ::step, ::step], dtype=np.float32) for i in idx])
-    return ndimage.gaussian_filter(sub, (0, sigma / step, sigma / step), mode="reflect")
+    blur = (0, sigma / step, sigma / step)
+    if mask is None:
+        return ndimage.gaussian_filter(sub, blur, mode="reflect") if sigma > 0 else sub
+    m = np.broadcast_to(np.asarray(mask) != 0, a.shape).reshape(frames, h, w)
+    m = np.stack([m[int(i), ::step, ::step] for i in idx])
+    if not m.any():
+        raise ValueError("mask has no observed pixel (all zero); nonzero marks observed pixels")
+    if sigma > 0:
+        weight = ndimage.gaussian_filter(m.astype(np.float32), blur, mode="reflect")
+        sub = ndimage.gaussian_filter(np.where(m, sub, 0), blur, mode="reflect") / np.maximum(weight, 1e-12)
+    return sub[m]
 
 
 def _subsample(a, max_values: int = 2**24) -> np.ndarray:

@@ -118,7 +118,7 @@ def write_stack(
         raise ValueError(f"axes {axes!r} do not match data with {data.ndim} dimensions")
     if not path.parent.exists():
         raise ValueError(f"output folder does not exist: {path.parent}")
-    record = json.dumps({"napari_svi": metadata or {}}, default=_json_default)
+    record = json.dumps({"napari_svi": metadata or {}}, default=json_default)
     kwargs: dict = {}
     if pixel_size_um is not None:
         kwargs["resolution"] = (1.0 / pixel_size_um[1], 1.0 / pixel_size_um[0])
@@ -148,7 +148,8 @@ def _is_imagej_order(axes: str) -> bool:
     return all(p >= 0 for p in pos) and pos == sorted(pos) and len(set(axes)) == len(axes)
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps`` default: NumPy scalars and arrays as numbers and lists, anything else as text."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -156,3 +157,34 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     return str(obj)
+
+
+def read_input(path, time_axis: int | None = None):
+    """A command's input stack: a TIFF (:func:`read_stack`) or a zarr store (lazy, read window by window).
+
+    Returns ``(data, info, time_axis, axes)``: the array, its :class:`StackInfo`, the time axis
+    (``time_axis`` if given, else from the file's axes) and axis letters for writing the result
+    (unknown letters become ``Z``, the time axis ``T``).
+    """
+    from .lazy import is_zarr_path, open_zarr, zarr_axes
+
+    if is_zarr_path(path):
+        data, attrs = open_zarr(path)  # lazy: read window by window
+        record = attrs.get("napari_svi") if isinstance(attrs.get("napari_svi"), dict) else {}
+        px = record.get("pixel_size_um")
+        info = StackInfo(axes=zarr_axes(attrs, data.ndim) or "Q" * (data.ndim - 2) + "YX",
+                         pixel_size_um=tuple(px) if px else None, frame_interval_s=record.get("frame_interval_s"))
+    else:
+        data, info = read_stack(path)
+    time_axis = time_axis if time_axis is not None else info.time_axis
+    if time_axis is None:
+        raise ValueError(f"{path} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
+    if time_axis < 0:
+        time_axis += data.ndim
+    axes = info.axes if len(info.axes) == data.ndim else "Q" * (data.ndim - 2) + "YX"
+    axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    axes = "".join(a if a in "TZCYXS" else "Z" for a in axes)  # unknown letters (Q, I) become Z
+    if len(set(axes)) != len(axes):
+        axes = "Q" * (data.ndim - 2) + "YX"
+        axes = axes[:time_axis] + "T" + axes[time_axis + 1 :]
+    return data, info, time_axis, axes

@@ -2,7 +2,7 @@
 
 Every builder returns a kernel normalised to sum 1, or ``None`` for "no blur". The user-facing
 specifications (``temporal_psf`` and ``spatial_psf`` of :class:`napari_svi.operators.OperatorSpec`)
-are strings, arrays or file paths:
+are strings, arrays or file paths, parsed by :mod:`napari_svi.psf_spec`:
 
 - temporal: ``None``/``"none"``, ``"uniform:K"`` (box of K frames), ``"gaussian:SIGMA"`` (frames), a
   1-D array, or a ``.txt``/``.csv``/``.npy``/``.tif`` file;
@@ -18,22 +18,20 @@ sizes (the convention of ``scipy.ndimage.convolve``): a point source at ``q`` is
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-TEMPORAL_ALLOWED = (
-    "None or 'none', 'uniform:K' (box of K frames, integer K >= 1), 'gaussian:SIGMA' (SIGMA in frames, > 0), "
-    "a 1-D array of weights, or a path to a .txt, .csv, .npy or .tif file"
+from .psf_spec import (
+    _SPATIAL_SUFFIXES,
+    _TEMPORAL_SUFFIXES,
+    SPATIAL_ALLOWED,
+    TEMPORAL_ALLOWED,
+    _looks_like_path,
+    _read_array,
+    parse_spatial_spec,
+    parse_temporal_spec,
 )
-SPATIAL_ALLOWED = (
-    "None or 'none', 'gaussian:SIGMA' (SIGMA in pixels, > 0), 'airy:NA,WAVELENGTH_NM,PIXEL_NM' "
-    "(e.g. 'airy:1.4,520,65'), a 2-D array, or a path to a .tif or .npy file"
-)
-_TEXT_SUFFIXES = (".txt", ".csv")
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_TEMPORAL_SUFFIXES = _TEXT_SUFFIXES + (".npy",) + _TIFF_SUFFIXES
-_SPATIAL_SUFFIXES = (".npy",) + _TIFF_SUFFIXES
+
 #: Truncation of Gaussian kernels, in standard deviations.
 GAUSSIAN_TRUNCATE = 4.0
 #: Largest generated kernel (samples per axis): guards against typos such as "gaussian:1e6".
@@ -56,59 +54,6 @@ def _normalised(kernel: np.ndarray, name: str, what: str) -> np.ndarray:
     if not total > 0:
         raise ValueError(f"{name}: {what} is all zero")
     return kernel / total
-
-
-def _named_spec(spec, kinds: tuple[str, ...]) -> tuple[str, str] | None:
-    """``(kind, args)`` when ``spec`` is ``"none"`` or a string ``"kind:args"`` with a known kind, else None."""
-    if not isinstance(spec, str):
-        return None
-    kind, sep, args = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "none" and not sep:
-        return "none", ""
-    if sep and kind in kinds:
-        return kind, args.strip()
-    return None
-
-
-def _parse_float(text: str, name: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}: {what} must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: {what} must be finite, got {text!r}")
-    return value
-
-
-def _looks_like_path(spec, suffixes: tuple[str, ...]) -> bool:
-    """A ``Path``, or a string naming an existing file or ending in one of ``suffixes``."""
-    if isinstance(spec, Path):
-        return True
-    return isinstance(spec, str) and (Path(spec).suffix.lower() in suffixes or Path(spec).is_file())
-
-
-def _read_array(path, name: str, allowed: str) -> np.ndarray:
-    """Load a kernel file (.txt/.csv text, .npy, .tif) as float64."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise ValueError(f"{name}: file not found: {str(path)!r}")
-    if suffix in _TEXT_SUFFIXES:
-        text = path.read_text().replace(",", " ").replace(";", " ")
-        rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        try:
-            values = np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
-        except ValueError:
-            raise ValueError(f"{name}: {str(path)!r} must hold numbers only (separated by spaces or commas)") from None
-        return values
-    if suffix == ".npy":
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-    if suffix in _TIFF_SUFFIXES:
-        import tifffile
-
-        return np.asarray(tifffile.imread(path), dtype=np.float64)
-    raise ValueError(f"{name}: unsupported file type {suffix!r} for {str(path)!r}; allowed: {allowed}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,26 +104,18 @@ def temporal_kernel(spec) -> np.ndarray | None:
     name = "temporal_psf"
     if spec is None:
         return None
-    named = _named_spec(spec, ("uniform", "gaussian"))
+    named = parse_temporal_spec(spec)
     if named is not None:
-        kind, args = named
+        kind, params = named
         if kind == "none":
             return None
         if kind == "uniform":
-            try:
-                frames = int(args)
-            except ValueError:
-                frames = None
-            if frames is None or frames < 1:
-                raise ValueError(f"{name}: 'uniform:K' needs an integer number of frames K >= 1, got {spec!r}")
+            (frames,) = params
             _check_generated_size(frames, name, "the box")
             return np.full(frames, 1.0 / frames)
-        if kind == "gaussian":
-            sigma = _parse_float(args, name, "the Gaussian SIGMA (frames)")
-            if sigma <= 0:
-                raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 frames, got {spec!r}")
-            _check_generated_size(2 * math.ceil(GAUSSIAN_TRUNCATE * sigma) + 1, name, "the Gaussian")
-            return _gaussian_1d(sigma, math.ceil(GAUSSIAN_TRUNCATE * sigma))
+        (sigma,) = params
+        _check_generated_size(2 * math.ceil(GAUSSIAN_TRUNCATE * sigma) + 1, name, "the Gaussian")
+        return _gaussian_1d(sigma, math.ceil(GAUSSIAN_TRUNCATE * sigma))
     if _looks_like_path(spec, _TEMPORAL_SUFFIXES):
         kernel = np.atleast_1d(np.squeeze(_read_array(spec, name, TEMPORAL_ALLOWED)))
         what = f"the kernel in {str(spec)!r}"
@@ -401,30 +338,17 @@ def spatial_psf(spec) -> np.ndarray | None:
     name = "spatial_psf"
     if spec is None:
         return None
-    named = _named_spec(spec, ("gaussian", "airy"))
+    named = parse_spatial_spec(spec)
     if named is not None:
-        kind, args = named
+        kind, params = named
         if kind == "none":
             return None
         if kind == "gaussian":
-            sigma = _parse_float(args, name, "the Gaussian SIGMA (pixels)")
-            if sigma <= 0:
-                raise ValueError(f"{name}: 'gaussian:SIGMA' needs SIGMA > 0 pixels, got {spec!r}")
-            return gaussian_psf(sigma)
-        if kind == "airy":
-            parts = [p for p in args.replace(" ", ",").split(",") if p]
-            if len(parts) != 3:
-                raise ValueError(
-                    f"{name}: 'airy:NA,WAVELENGTH_NM,PIXEL_NM' needs three numbers (e.g. 'airy:1.4,520,65'), got {spec!r}"
-                )
-            na, wavelength, pixel = (
-                _parse_float(p, name, label)
-                for p, label in zip(parts, ("NA", "WAVELENGTH_NM", "PIXEL_NM"), strict=True)
-            )
-            try:
-                return airy_psf(na, wavelength, pixel)
-            except ValueError as err:
-                raise ValueError(f"{name}: {err}") from None
+            return gaussian_psf(*params)
+        try:
+            return airy_psf(*params)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     if _looks_like_path(spec, _SPATIAL_SUFFIXES):
         return load_psf(spec)
     if isinstance(spec, str):

@@ -1,53 +1,37 @@
 """``restore``: the one entry point that the widget, the command line and scripts call.
 
 It checks every argument before any heavy work, maps intensities to [0, 1] by percentiles (per
-2-D + t stack, from the whole stack), and runs the batch-consistent sampler
-(:mod:`napari_svi.sampler`) on each 2-D + t stack in overlapping temporal windows (and, under a
-memory budget, spatial tiles; :mod:`napari_svi.windows`), frames padded to the prior's size
-multiple. Window estimates are blended into the output as they finish (:mod:`napari_svi.lazy`):
-an in-memory array, any writable array, or a zarr group that makes the restore resumable. The
-estimate is mapped back to the input's units as float32.
+2-D + t stack, from the whole stack's observed pixels), and runs the batch-consistent sampler
+(:mod:`napari_svi.sampler`) on each piece of each 2-D + t stack: temporal windows and, under a
+memory budget, spatial tiles (:mod:`napari_svi.pieces`). Window estimates are blended into the
+output as they finish (:mod:`napari_svi.sinks`): an in-memory array, any writable array, or a
+zarr group that makes the restore resumable. The estimate is mapped back to the input's units as
+float32.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .intensity import DEFAULT_PERCENTILES, IntensityScale, measurement_scale
-from .lazy import (
-    RECORD_KEY,
-    ArraySink,
-    MemorySink,
-    WindowWriter,
-    ZarrSink,
-    as_lazy,
-    create_zarr_output,
-    is_zarr_path,
-    json_record,
-)
-from .operators import Crop, OperatorSpec
+from ._version import __version__
+from .intensity import DEFAULT_PERCENTILES, measurement_scale
+from .lazy import RECORD_KEY, as_lazy
+from .noise import auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
+from .operators import OperatorSpec
+from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
-from .sampler import ResidualGamma, auto_gamma, gamma_record, svi_steps
+from .sampler import svi_steps
+from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
-from .windows import (
-    DEFAULT_WINDOW,
-    DEFAULT_WINDOW_OVERLAP,
-    default_margin,
-    parse_bytes,
-    piece_operator,
-    plan_axis_tiles,
-    plan_windows,
-    tile_for_budget,
-)
+from .windows import DEFAULT_WINDOW, check_windowing
+
+#: Default weight of the pull of unmeasured frames towards the interpolation of measured ones.
+DEFAULT_FILL_UNSEEN = 4.0
 
 
 class RestoreCancelled(Exception):
@@ -77,326 +61,178 @@ class RestoreResult:
     metadata: dict = field(default_factory=dict)
 
 
-def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: int = 16) -> float:
-    """Root-mean-square noise standard deviation of a measurement ``(T, H, W)`` on the [0, 1] scale.
-
-    Each pixel's residual to the mean of its 4 neighbours (variance ``1.25 sigma^2`` for white
-    noise) is taken where all 4 neighbours are observed. Microscopy noise grows with the signal
-    (Poisson), so pixels are grouped into ``bins`` equal-count bins of local brightness (the mean
-    of the 4 diagonal neighbours, whose noise is independent of the residual's: binning on the
-    residual's own neighbours would shrink its variance within a bin) and each bin's sigma is a
-    robust MAD estimate, which edges and texture do not move while they are a minority in the bin.
-    The result is the root of the pixel-weighted mean of the bins' variances: the noise energy per
-    measurement that the data-consistency rule needs (a single robust median would measure the dark
-    background's noise only: 4.3 instead of 6.5 on the quality benchmark's Poisson-Gaussian clip,
-    where this gives 6.6). Where edges are the majority of a brightness bin (hard-edged binary
-    objects) it overestimates, which errs towards trusting the prior.
-    """
-    y01 = np.asarray(y01, dtype=np.float64)
-    if y01.ndim != 3 or min(y01.shape[-2:]) < 8:
-        raise ValueError("noise_sigma='auto' needs frames of at least 8 x 8 pixels; give noise_sigma as a number")
-    m = np.ones(y01.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask) != 0, y01.shape)
-    inner = m[:, 1:-1, 1:-1] & m[:, :-2, 1:-1] & m[:, 2:, 1:-1] & m[:, 1:-1, :-2] & m[:, 1:-1, 2:]
-    inner &= m[:, :-2, :-2] & m[:, :-2, 2:] & m[:, 2:, :-2] & m[:, 2:, 2:]
-    neigh = (y01[:, :-2, 1:-1] + y01[:, 2:, 1:-1] + y01[:, 1:-1, :-2] + y01[:, 1:-1, 2:]) / 4
-    diagonal = (y01[:, :-2, :-2] + y01[:, :-2, 2:] + y01[:, 2:, :-2] + y01[:, 2:, 2:]) / 4
-    r = (y01[:, 1:-1, 1:-1] - neigh)[inner]
-    level = diagonal[inner]
-    if r.size < 16:
-        raise ValueError("noise_sigma='auto' needs more observed pixels; give noise_sigma as a number")
-    bins = max(1, min(bins, r.size // 64))  # at least 64 pixels per bin
-    order = np.argsort(level, kind="stable")
-    variances = [(1.4826 * np.median(np.abs(part - np.median(part)))) ** 2 / 1.25 for part in np.array_split(r[order], bins)]
-    return float(math.sqrt(np.mean(variances)))
-
-
-def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma) -> None:
+def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size) -> None:
     check_positive_int(steps, "steps")
     check_positive_int(cg_steps, "cg_steps", minimum=0)
     check_positive_int(samples, "samples")
     check_positive_int(seed, "seed", minimum=0)
-    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-    if not (noise_sigma is None or noise_sigma == "auto" or (
-        isinstance(noise_sigma, (int, float)) and math.isfinite(noise_sigma) and noise_sigma >= 0
-    )):
-        raise ValueError(f"noise_sigma must be 'auto', None (noiseless) or a number >= 0, got {noise_sigma!r}")
-    if not (gamma == "auto" or (isinstance(gamma, (int, float)) and gamma > 0)):
-        raise ValueError(f"gamma must be 'auto' or a positive number (inf = noiseless form), got {gamma!r}")
-
-
-def _release_memory() -> None:
-    """Hand freed heap memory back to the system after a window (glibc only; as dask.distributed does).
-
-    A window's arrays are tens of MB each, below glibc's largest mmap threshold, so they live on the
-    heap; without a trim the process keeps their pages after the window is done.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
-def _check_windowing(window, window_overlap, window_margin, tile_size, memory_budget):
-    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0):
-        raise ValueError(f"window must be None (whole stack at once) or a number of frames >= 1, got {window!r}")
-    window = int(window) if window else None
-    if window_overlap is None:
-        window_overlap = min(DEFAULT_WINDOW_OVERLAP, (window or 0) // 4)
-    check_positive_int(window_overlap, "window_overlap", minimum=0)
-    if window is not None and window_overlap >= window:
-        raise ValueError(f"window_overlap must be smaller than window ({window} frames), got {window_overlap}")
-    if window_margin is not None:
-        check_positive_int(window_margin, "window_margin", minimum=0)
+    check_positive_int(preview_every, "preview_every", minimum=0)
     if tile_size is not None:
         check_positive_int(tile_size, "tile_size", minimum=8)
-    return window, int(window_overlap), parse_bytes(memory_budget)
+    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    check_noise_sigma(noise_sigma)
+    if not (gamma == "auto" or (isinstance(gamma, (int, float)) and gamma > 0)):
+        raise ValueError(f"gamma must be 'auto' or a positive number (inf = noiseless form), got {gamma!r}")
+    if isinstance(fill_unseen, bool) or not (isinstance(fill_unseen, (int, float)) and math.isfinite(fill_unseen)
+                                             and fill_unseen >= 0):
+        raise ValueError(f"fill_unseen must be a number >= 0 (0: off), got {fill_unseen!r}")
 
 
-def _open_output(out, out_shape, *, time_axis, lead_shape, samples, frame_shape, record, pending_frames, overwrite):
-    """The sink for ``out`` and the object(s) to return as the result."""
-    if out is None:
-        return None, None
-    if isinstance(out, (str, os.PathLike)):
-        if not is_zarr_path(out):
-            raise ValueError(f"out must be a zarr path (ending in .zarr), a zarr group or an array, got {str(out)!r}")
-        group, _ = create_zarr_output(
-            out, out_shape, time_axis=time_axis, samples=samples, record=record,
-            pending_frames=pending_frames, overwrite=overwrite,
-        )
-        out = group
-    if hasattr(out, "array_keys"):  # a zarr group: resumable
-        if "restored" not in out:
-            raise ValueError("a zarr group given as out must come from create_zarr_output (it has no 'restored' array)")
-        if tuple(out["restored"].shape) != tuple(out_shape):
-            raise ValueError(f"out['restored'] has shape {tuple(out['restored'].shape)}, the result has {tuple(out_shape)}")
-        sink = ZarrSink(out, pending_frames=pending_frames, time_axis=time_axis, lead_shape=lead_shape,
-                        n_samples=samples, frame_shape=frame_shape)
-        return sink, out
-    shape = getattr(out, "shape", None)
-    if shape is None or not hasattr(out, "__setitem__"):
-        raise ValueError(f"out must be a writable array-like, a zarr group or a .zarr path, got {type(out).__name__}")
-    if tuple(shape) != tuple(out_shape):
-        raise ValueError(f"out has shape {tuple(shape)}, but the restored stack has shape {tuple(out_shape)}")
-    if np.dtype(out.dtype).kind != "f":
-        raise ValueError(f"out must have a floating point dtype (the result is float32), got {out.dtype}")
-    return ArraySink(out, time_axis=time_axis, lead_shape=lead_shape, n_samples=samples, frame_shape=frame_shape), out
-
-
-def _noise_frames(t_m: int, limit: int = 32) -> np.ndarray:
-    """Measured frames used to estimate the noise: all of them, or ``limit`` evenly spaced ones."""
-    return np.unique(np.linspace(0, t_m - 1, min(t_m, limit)).round().astype(np.int64))
-
-
-def _read(stack, frames: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-    """Frames ``frames`` (a slice when contiguous) and one region of one stack, as a NumPy array."""
-    if len(frames) and np.array_equal(frames, np.arange(frames[0], frames[0] + len(frames))):
-        block = stack[int(frames[0]) : int(frames[0]) + len(frames), rows, cols]
-    else:
-        block = stack[frames][:, rows, cols]
-    return np.asarray(block)
-
-
-def iter_restore(
-    data,
-    operator: OperatorSpec | None = None,
-    *,
-    prior: str | DiffusionPrior = "default",
-    time_axis: int = 0,
-    steps: int = 20,
-    eta: float = 0.15,
-    cg_steps: int = 5,
-    noise_sigma: float | str | None = "auto",
-    gamma: float | str = "auto",
-    seed: int = 0,
-    samples: int = 1,
-    device: str = "auto",
-    batch_consistent: bool = True,
-    true_frames: int | None = None,
-    preview_every: int = 0,
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    window: int | None = DEFAULT_WINDOW,
-    window_overlap: int | None = None,
-    window_margin: int | None = None,
-    tile_size: int | None = None,
-    memory_budget: int | str | None = None,
-    out=None,
-    overwrite: bool = False,
-) -> Generator[dict, None, RestoreResult]:
-    """Restore a time-lapse step by step; a generator that returns a :class:`RestoreResult`.
-
-    Everything is validated before the first yield. Each yield is ``{"step", "total", "estimate",
-    "stack", "window", "windows"}`` with ``estimate`` the current estimate (input units, true-stack
-    shape) every ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to
-    ``out``). Closing the generator cancels the restore. See :func:`restore` for the parameters.
-    """
-    from .priors.loading import load_prior, resolve_device
+def _restoration_prior(prior, device, tile_size: int | None) -> DiffusionPrior:
+    """The prior on ``device``, evaluated in network tiles (``tile_size``) and frame chunks."""
+    from .priors.loading import load_prior
     from .priors.tiling import TiledPrior
 
-    t_start = time.perf_counter()
-    spec = operator if operator is not None else OperatorSpec()
-    if not isinstance(spec, OperatorSpec):
-        raise ValueError(f"operator must be an OperatorSpec or None, got {type(spec).__name__}")
-    arr = check_stack(as_lazy(data), time_axis=time_axis, name="data")
-    _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma)
-    check_positive_int(preview_every, "preview_every", minimum=0)
-    window, window_overlap, budget = _check_windowing(window, window_overlap, window_margin, tile_size, memory_budget)
-    stacks, restore_axes = move_time_axis(arr, time_axis)
-    n_stacks, t_m, h_m, w_m = stacks.shape
-    spec.validate((t_m, h_m, w_m), true_frames)
-    t, h, w = spec.true_shape((t_m, h_m, w_m), true_frames)
-    kernel, psf = spec.temporal_kernel(), spec.spatial_kernel()
-    mask = spec.mask_array()
-    windows = plan_windows(t, kernel, spec.temporal_boundary, spec.temporal_subsample,
-                           window=window, overlap=window_overlap, margin=window_margin)
-    solve_frames = max(len(p.solve) for p in windows)
-    margin = default_margin(1 if kernel is None else kernel.size, spec.temporal_subsample) if window_margin is None else window_margin
-    dev = resolve_device(device)
-    prior_obj = prior if isinstance(prior, DiffusionPrior) else load_prior(prior, dev, channels=1)
-    prior_obj = prior_obj.to(dev).eval()
+    prior_obj = prior if isinstance(prior, DiffusionPrior) else load_prior(prior, device, channels=1)
+    prior_obj = prior_obj.to(device).eval()
     if prior_obj.channels != 1:
         raise ValueError(f"the prior expects {prior_obj.channels} channels; load it with channels=1 to adapt it")
     if tile_size is not None and not isinstance(prior_obj, TiledPrior):
         if tile_size % prior_obj.size_multiple:
             raise ValueError(f"tile_size must be a multiple of {prior_obj.size_multiple} (the prior's size multiple), got {tile_size}")
         prior_obj = TiledPrior(prior_obj, tile_size=tile_size, overlap=min(32, tile_size // 4))
-    d = int(spec.downsample)
-    tile = tile_for_budget(solve_frames, h, w, budget, multiple=max(d, prior_obj.size_multiple))
-    if tile is not None and spec.spatial_boundary == "circular":
-        raise ValueError("memory_budget would cut frames into tiles, which needs spatial_boundary='symmetric'; "
-                         "raise memory_budget or use the symmetric boundary")
-    psf_shape = (1, 1) if psf is None else psf.shape
-    row_tiles = plan_axis_tiles(h, tile, psf_size=psf_shape[0], downsample=d, boundary=spec.spatial_boundary)
-    col_tiles = plan_axis_tiles(w, tile, psf_size=psf_shape[1], downsample=d, boundary=spec.spatial_boundary)
-    tiled = len(row_tiles) * len(col_tiles) > 1
-    m = prior_obj.size_multiple
-    if not isinstance(prior_obj, TiledPrior):
-        # Frames go through the network in chunks: on the CPU about 64k pixels per call is about
-        # twice as fast as one large batch (measured on 16 x 128 x 128); on CUDA the wrapper adds the
-        # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
-        prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if dev.type == "cpu" else None)
+    return prior_obj
 
-    # intensity scale and noise level of every stack, from the whole stack (strided for lazy input)
-    scales: list[IntensityScale] = []
-    sigmas: list[float | None] = []
-    gammas: list[float | ResidualGamma] = []
-    noise_frames = _noise_frames(t_m)
-    for k in range(n_stacks):
-        stack = stacks[k]
-        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
-        if noise_sigma == "auto":
-            frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
-            sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)
-        else:
-            sigma01 = None if noise_sigma is None else scale.sigma_to_unit(noise_sigma)
-        scales.append(scale)
-        sigmas.append(sigma01)
-        gammas.append(auto_gamma(sigma01) if gamma == "auto" else float(gamma))
 
-    from . import __version__
+class _Restoration:
+    """Everything a restore needs, set up and checked before the first step (see :func:`iter_restore`)."""
 
-    out_shape = list(arr.shape)
-    ax = normalize_axis(time_axis, arr.ndim)
-    out_shape[ax], out_shape[-2], out_shape[-1] = t, h, w
-    lead_shape = tuple(s for i, s in enumerate(arr.shape[:-2]) if i != ax)
-    metadata = {
-        "napari_svi_version": __version__,
-        "method": "SVI (Kwon & Ye, ICLR 2025): batch-consistent DDIM + CG data consistency",
-        "prior": prior_obj.name,
-        "operator": spec.to_dict(),
-        "time_axis": int(time_axis),
-        "steps": steps,
-        "eta": float(eta),
-        "cg_steps": cg_steps,
-        "noise_sigma": noise_sigma if noise_sigma in (None, "auto") else float(noise_sigma),
-        "noise_sigma_used": [None if s is None else s * sc.span for s, sc in zip(sigmas, scales, strict=True)],
-        "gamma": [gamma_record(g) for g in gammas],
-        "seed": seed,
-        "samples": samples,
-        "batch_consistent": bool(batch_consistent),
-        "device": str(dev),
-        "intensity_scale": [[sc.low, sc.high] for sc in scales],
-        "percentiles": list(percentiles),
-        "input_shape": list(arr.shape),
-        "window": window,
-        "window_overlap": window_overlap,
-        "window_margin": margin,
-        "windows": len(windows),
-        "tiles": [len(row_tiles), len(col_tiles)],
-        "tile_size": tile_size,
-        "memory_budget": budget,
-    }
-    sink, out_obj = _open_output(
-        out, tuple(out_shape), time_axis=ax, lead_shape=lead_shape, samples=samples, frame_shape=(h, w),
-        record=metadata, pending_frames=max(p.keep[1] - p.keep[0] for p in windows), overwrite=overwrite,
+    def __init__(self, data, operator, *, prior, time_axis, steps, eta, cg_steps, noise_sigma, gamma, seed, samples,
+                 device, batch_consistent, true_frames, preview_every, percentiles, window, window_overlap,
+                 window_margin, tile_size, memory_budget, fill_unseen, out, overwrite):
+        from .priors.loading import resolve_device
+        from .priors.tiling import TiledPrior
+
+        spec = operator if operator is not None else OperatorSpec()
+        if not isinstance(spec, OperatorSpec):
+            raise ValueError(f"operator must be an OperatorSpec or None, got {type(spec).__name__}")
+        arr = check_stack(as_lazy(data), time_axis=time_axis, name="data")
+        _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size)
+        window, window_overlap, budget = check_windowing(window, window_overlap, window_margin, memory_budget)
+        self.stacks, self.restore_axes = move_time_axis(arr, time_axis)
+        n_stacks, t_m, h_m, w_m = self.stacks.shape
+        spec.validate((t_m, h_m, w_m), true_frames)
+        self.device = resolve_device(device)
+        prior_obj = _restoration_prior(prior, self.device, tile_size)
+        self.plan: Plan = plan_restore(spec, (t_m, h_m, w_m), true_frames, window=window, overlap=window_overlap,
+                                       margin=window_margin, memory_budget=budget, size_multiple=prior_obj.size_multiple)
+        if not isinstance(prior_obj, TiledPrior):
+            # Frames go through the network in chunks: on the CPU about 64k pixels per call is about
+            # twice as fast as one large batch (measured on 16 x 128 x 128); on CUDA the wrapper adds the
+            # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
+            prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if self.device.type == "cpu" else None)
+        self.prior = prior_obj
+        # intensity scale and noise level of every stack, from its observed pixels (strided for lazy input)
+        mask = self.plan.mask
+        self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
+                                         mask=mask) for st in self.stacks]
+        sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
+        self.gammas = [auto_gamma(sg) if gamma == "auto" else float(gamma) for sg in sigmas]
+        t, (h, w) = self.plan.n_frames, self.plan.frame_shape
+        out_shape = list(arr.shape)
+        ax = normalize_axis(time_axis, arr.ndim)
+        out_shape[ax], out_shape[-2], out_shape[-1] = t, h, w
+        lead_shape = tuple(n for i, n in enumerate(arr.shape[:-2]) if i != ax)
+        self.metadata = {
+            "napari_svi_version": __version__,
+            "method": "SVI (Kwon & Ye, ICLR 2025): batch-consistent DDIM + CG data consistency",
+            "prior": prior_obj.name, "operator": spec.to_dict(), "time_axis": int(time_axis), "steps": steps,
+            "eta": float(eta), "cg_steps": cg_steps,
+            "noise_sigma": noise_sigma if noise_sigma in (None, "auto") else float(noise_sigma),
+            "noise_sigma_used": [None if sg is None else sg * sc.span for sg, sc in zip(sigmas, self.scales, strict=True)],
+            "gamma": [gamma_record(g) for g in self.gammas], "seed": seed, "samples": samples,
+            "batch_consistent": bool(batch_consistent), "fill_unseen": float(fill_unseen), "device": str(self.device),
+            "intensity_scale": [[sc.low, sc.high] for sc in self.scales], "percentiles": list(percentiles),
+            "input_shape": list(arr.shape), "window": window, "window_overlap": window_overlap,
+            "window_margin": self.plan.margin, "windows": len(self.plan.windows), "tiles": self.plan.tiles,
+            "tile_size": tile_size, "memory_budget": budget,
+        }
+        windows = self.plan.windows
+        self.sink, self.out = open_output(
+            out, tuple(out_shape), time_axis=ax, lead_shape=lead_shape, samples=samples, frame_shape=(h, w),
+            record=self.metadata, pending_frames=max(p.keep[1] - p.keep[0] for p in windows), overwrite=overwrite,
+        )
+        if self.sink is None:
+            self.sink = MemorySink(samples, n_stacks, t, (h, w))
+        self.writer = WindowWriter(self.sink, windows, n_stacks)
+        self.todo = [(k, i) for k in range(n_stacks) for i in range(len(windows)) if not self.writer.is_done(k, i)]
+        self.total = len(self.todo) * self.plan.pieces_per_window * samples * steps
+        self.samples = samples
+
+    def preview(self, k: int, sample: int, piece, x01) -> np.ndarray | None:
+        """The current estimate in the input's units and axes, with this piece's solution in place."""
+        if not isinstance(self.sink, MemorySink) or self.plan.tiled:
+            return None
+        current = self.sink.values[sample].copy()
+        current[k, slice(*piece.frames.keep)] = self.scales[k].from_unit(piece.kept(x01))
+        return self.restore_axes(current)
+
+    def result(self, seconds: float) -> RestoreResult:
+        self.metadata["seconds"] = round(seconds, 2)
+        samples, metadata = self.samples, self.metadata
+        if isinstance(self.sink, MemorySink):
+            values = self.sink.values
+            restored = self.restore_axes(values.mean(axis=0) if samples > 1 else values[0])
+            std = self.restore_axes(values.std(axis=0)) if samples > 1 else None
+            all_samples = np.stack([self.restore_axes(o) for o in values]) if samples > 1 else None
+            return RestoreResult(restored=restored, std=std, samples=all_samples, metadata=metadata)
+        if hasattr(self.out, "array_keys"):
+            self.out.attrs[RECORD_KEY] = json_record(metadata)
+            return RestoreResult(restored=self.out["restored"], std=self.out["std"] if samples > 1 else None,
+                                 samples=self.out["samples"] if samples > 1 else None, metadata=metadata)
+        return RestoreResult(restored=self.out, metadata=metadata)
+
+
+def iter_restore(
+    data, operator: OperatorSpec | None = None, *, prior: str | DiffusionPrior = "default", time_axis: int = 0,
+    steps: int = 20, eta: float = 0.15, cg_steps: int = 5, noise_sigma: float | str | None = "auto",
+    gamma: float | str = "auto", seed: int = 0, samples: int = 1, device: str = "auto", batch_consistent: bool = True,
+    true_frames: int | None = None, preview_every: int = 0, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    window: int | None = DEFAULT_WINDOW, window_overlap: int | None = None, window_margin: int | None = None,
+    tile_size: int | None = None, memory_budget: int | str | None = None, fill_unseen: float = DEFAULT_FILL_UNSEEN,
+    out=None, overwrite: bool = False,
+) -> Generator[dict, None, RestoreResult]:
+    """Restore a time-lapse step by step; a generator that returns a :class:`RestoreResult`.
+
+    Everything is validated before the first yield. Each yield is ``{"step", "total", "estimate",
+    "stack", "window", "windows", "i", "gamma"}`` with ``estimate`` the current estimate (input
+    units, true-stack shape) every ``preview_every`` steps and ``None`` otherwise (always ``None``
+    when writing to ``out`` or cutting frames into tiles). Closing the generator cancels the
+    restore. See :func:`restore` for the parameters.
+    """
+    t_start = time.perf_counter()
+    job = _Restoration(
+        data, operator, prior=prior, time_axis=time_axis, steps=steps, eta=eta, cg_steps=cg_steps,
+        noise_sigma=noise_sigma, gamma=gamma, seed=seed, samples=samples, device=device,
+        batch_consistent=batch_consistent, true_frames=true_frames, preview_every=preview_every,
+        percentiles=percentiles, window=window, window_overlap=window_overlap, window_margin=window_margin,
+        tile_size=tile_size, memory_budget=memory_budget, fill_unseen=fill_unseen, out=out, overwrite=overwrite,
     )
-    if sink is None:
-        sink = MemorySink(samples, n_stacks, t, (h, w))
-    writer = WindowWriter(sink, windows, n_stacks)
-
-    todo = [(k, i) for k in range(n_stacks) for i in range(len(windows)) if not writer.is_done(k, i)]
-    pieces_per_window = len(row_tiles) * len(col_tiles)
-    total = len(todo) * pieces_per_window * samples * steps
-    done = 0
-    keep_index = [p.keep_in_solve for p in windows]
-    for k, wi in todo:
-        piece = windows[wi]
-        a, b = piece.keep
-        buffer = np.zeros((samples, b - a, h, w), dtype=np.float32)
-        for rows in row_tiles:
-            for cols in col_tiles:
-                op_true, frames, rsl, csl = piece_operator(
-                    spec, t, piece, rows, cols, kernel=kernel, psf=psf, mask=mask, tiled=tiled
-                )
-                th, tw = len(rows.solve), len(cols.solve)
-                hp, wp = -(-th // m) * m, -(-tw // m) * m
-                shape = (len(piece.solve), 1, th, tw)
-                op = op_true @ Crop((shape[0], 1, hp, wp), shape) if (hp, wp) != (th, tw) else op_true
-                op = op.to(dev, torch.float32)
-                y01 = scales[k].to_unit(_read(stacks[k], frames, rsl, csl))
-                y = torch.from_numpy(y01)[:, None].to(dev)
-                ky = slice(rows.keep[0] - int(rows.solve[0]), rows.keep[1] - int(rows.solve[0]))
-                kx = slice(cols.keep[0] - int(cols.solve[0]), cols.keep[1] - int(cols.solve[0]))
-                weight = (rows.weights[:, None] * cols.weights[None, :]).astype(np.float32)
-                region = (slice(None), slice(rows.keep[0], rows.keep[1]), slice(cols.keep[0], cols.keep[1]))
-                for s in range(samples):
-                    gen = torch.Generator(device="cpu").manual_seed(seed + s)
-                    for info in svi_steps(
-                        prior_obj, y, op, steps=steps, eta=eta, cg_steps=cg_steps, gamma=gammas[k],
-                        batch_consistent=batch_consistent, generator=gen,
-                    ):
-                        done += 1
-                        last = info["i"] + 1 == steps
-                        preview = (not last and preview_every and done % preview_every == 0
-                                   and isinstance(sink, MemorySink) and not tiled)
-                        if last or preview:
-                            x01 = info["denoised"][keep_index[wi], 0, :th, :tw][:, ky, kx].float().cpu().numpy()
-                        if last:
-                            buffer[s][region] += weight * x01
-                        estimate = None
-                        if preview:
-                            current = sink.values[s].copy()
-                            current[k, a:b] = scales[k].from_unit(x01)
-                            estimate = restore_axes(current)
-                        yield {"step": done, "total": total, "estimate": estimate, "stack": k,
-                               "window": wi, "windows": len(windows)}
-        writer.add(k, wi, scales[k].from_unit(buffer))
+    done, n_windows = 0, len(job.plan.windows)
+    for k, wi in job.todo:
+        a, b = job.plan.windows[wi].keep
+        buffer = np.zeros((samples, b - a, *job.plan.frame_shape), dtype=np.float32)
+        for piece in job.plan.pieces(wi, job.device):
+            y = piece.measurement(job.stacks[k], job.scales[k], job.device)
+            for s in range(samples):
+                for info in svi_steps(
+                    job.prior, y, piece.operator, steps=steps, eta=eta, cg_steps=cg_steps, gamma=job.gammas[k],
+                    batch_consistent=batch_consistent, noise=piece.noise(NoiseField(seed + s, batch_consistent)),
+                    fill_weight=fill_unseen,
+                ):
+                    done += 1
+                    last = info["i"] + 1 == steps
+                    if last:
+                        piece.blend_into(buffer[s], info["denoised"])
+                    preview = not last and preview_every and done % preview_every == 0
+                    yield {"step": done, "total": job.total, "stack": k, "window": wi, "windows": n_windows,
+                           "estimate": job.preview(k, s, piece, info["denoised"]) if preview else None,
+                           "i": info["i"], "gamma": info["gamma"]}
+        job.writer.add(k, wi, job.scales[k].from_unit(buffer))
         del buffer
-        _release_memory()
-
-    metadata["seconds"] = round(time.perf_counter() - t_start, 2)
-    if isinstance(sink, MemorySink):
-        values = sink.values
-        restored = restore_axes(values.mean(axis=0) if samples > 1 else values[0])
-        std = restore_axes(values.std(axis=0)) if samples > 1 else None
-        all_samples = np.stack([restore_axes(o) for o in values]) if samples > 1 else None
-        return RestoreResult(restored=restored, std=std, samples=all_samples, metadata=metadata)
-    if hasattr(out_obj, "array_keys"):
-        out_obj.attrs[RECORD_KEY] = json_record(metadata)
-        return RestoreResult(restored=out_obj["restored"], std=out_obj["std"] if samples > 1 else None,
-                             samples=out_obj["samples"] if samples > 1 else None, metadata=metadata)
-    return RestoreResult(restored=out_obj, metadata=metadata)
+        release_memory()
+    return job.result(time.perf_counter() - t_start)
 
 
 def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[dict], object] | None = None, **kwargs) -> RestoreResult:
@@ -424,7 +260,7 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         Conjugate-gradient iterations after every step; 5 in the paper.
     noise_sigma : float, "auto" or None
         Standard deviation of the measurement noise in the data's units (for Poisson noise, its root
-        mean square over the pixels); ``"auto"`` estimates it (:func:`estimate_noise_sigma`),
+        mean square over the pixels); ``"auto"`` estimates it (:func:`~napari_svi.noise.estimate_noise_sigma`),
         ``None`` assumes noiseless data (solves the normal equations).
     gamma : float or "auto"
         Data-consistency weight of the noisy CG form; ``"auto"`` sets it at every step from the
@@ -459,7 +295,11 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         (:class:`~napari_svi.priors.TiledPrior`); the data-consistency solve stays on whole frames.
     memory_budget : int or str, optional
         Bytes (or ``"8GB"``) for one window's solver arrays; frames that do not fit are cut into
-        overlapping spatial tiles, each a small inverse problem (:mod:`napari_svi.windows`).
+        overlapping spatial tiles, each a small inverse problem (:mod:`napari_svi.pieces`).
+    fill_unseen : float
+        For frames that no measurement reaches (frame interpolation, a frame masked out): weight of
+        the pull towards the linear interpolation of the nearest measured frames after every step
+        (:func:`napari_svi.sampler.fill_unseen`); 0 leaves them to the prior alone. Default 4.
     out : str, zarr group or array-like, optional
         Write the result window by window instead of returning it in memory: a ``.zarr`` path or
         zarr group (resumable: a restore interrupted and started again skips the finished windows
@@ -467,8 +307,9 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
     overwrite : bool
         Replace an existing ``out`` store that holds a restore with other parameters.
     callback : callable, optional
-        Receives ``{"step", "total", "estimate", "stack", "window", "windows"}`` after every step;
-        returning ``True`` cancels (raises :class:`RestoreCancelled`).
+        Receives ``{"step", "total", "estimate", "stack", "window", "windows", "i", "gamma"}`` after
+        every step (``i``: the step within the current piece; ``gamma``: its data-consistency
+        weight); returning ``True`` cancels (raises :class:`RestoreCancelled`).
 
     Returns
     -------
@@ -481,8 +322,8 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
     Measurement model ``y = A x + n``. Each step: ``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``,
     then ``M`` CG steps on ``(I + gamma A^T A) x = x0 + gamma A^T y`` (or ``A^T A x = A^T y`` when
     noiseless), then DDIM re-noising with noise shared by all frames. Long stacks are solved in
-    overlapping temporal windows with the same seed-derived noise, blended with raised-cosine
-    weights (:mod:`napari_svi.windows`).
+    overlapping temporal windows (and large frames in spatial tiles) that draw their noise from
+    one frame-aligned field of the seed, blended with raised-cosine weights (:mod:`napari_svi.pieces`).
 
     Examples
     --------

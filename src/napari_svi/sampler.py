@@ -13,59 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 
 from .cg import conjugate_gradient
+from .noise import ResidualGamma
 from .operators.base import LinearOperator
 from .priors.base import DiffusionPrior
 from .schedules import sampling_timesteps
 
 GammaRule = Callable[[int, float], float]
-
-
-@dataclass(frozen=True)
-class ResidualGamma:
-    """Per-step data-consistency weight from the noise level and the current data residual.
-
-    The proximal step ``argmin 1/2 ||x - x0||^2 + gamma/2 ||y - A x||^2`` is the MAP estimate when
-    the denoised ``x0`` has white error of variance ``s^2`` per pixel (the isotropic model the step
-    itself assumes) and the data white noise ``sigma^2``: ``gamma = s^2 / sigma^2``. ``s^2`` changes
-    with the step (large early, small late) and with the content (a denoiser is far more accurate on
-    dark background than on textured nuclei), so it is estimated at every step from the residual of
-    the measurements under the same model, ``E ||y - A x0||^2 = s^2 tr(A^T A) + m sigma^2`` over the
-    ``m`` measured entries: ``gamma = scale * (||y - A x0||^2 - m sigma^2) / (sigma^2 tr(A^T A))``,
-    kept in ``[low, high]``. ``sigma`` is on the [0, 1] scale of ``y``.
-    """
-
-    noise_sigma: float
-    scale: float = 1.0
-    low: float = 0.05
-    high: float = 1000.0
-
-    def __post_init__(self) -> None:
-        if not self.noise_sigma > 0:
-            raise ValueError(f"noise_sigma must be positive for the residual gamma rule, got {self.noise_sigma}")
-
-    def __call__(self, residual_energy: float, measured: float, trace: float) -> float:
-        """``residual_energy = ||y - A x0||^2``, ``measured = m``, ``trace = tr(A^T A)``."""
-        var = self.noise_sigma**2
-        s2 = max(residual_energy - measured * var, 0.0) / max(trace, 1e-12)
-        return float(min(max(self.scale * s2 / var, self.low), self.high))
-
-
-def auto_gamma(noise_sigma: float | None) -> float | ResidualGamma:
-    """``gamma="auto"``: the noiseless normal equations (``inf``) without noise, else :class:`ResidualGamma`."""
-    return math.inf if not noise_sigma else ResidualGamma(float(noise_sigma))
-
-
-def gamma_record(gamma: float | ResidualGamma) -> float | str | dict:
-    """A JSON-friendly description of a gamma setting for the output's record."""
-    if isinstance(gamma, ResidualGamma):
-        return {"rule": "residual", "noise_sigma": gamma.noise_sigma, "scale": gamma.scale,
-                "low": gamma.low, "high": gamma.high}
-    return float(gamma) if math.isfinite(gamma) else "inf"
 
 
 def operator_statistics(operator: LinearOperator, device, dtype=torch.float32, probes: int = 4) -> tuple[float, float]:
@@ -208,6 +165,7 @@ def svi_steps(
         raise ValueError(f"cg_steps must be >= 0, got {cg_steps}")
     shape = tuple(operator.in_shape)
     device = y.device
+    y = operator.observed(y)  # residuals and gamma over observed entries only, whatever y holds elsewhere
     if generator is None:
         generator = torch.Generator(device="cpu").manual_seed(0)
     abar = prior.alphas_cumprod.to(torch.float64).cpu()

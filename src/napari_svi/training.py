@@ -274,7 +274,7 @@ def save_prior(
     """
     from safetensors.torch import save_file
 
-    from . import __version__
+    from ._version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

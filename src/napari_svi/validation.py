@@ -68,6 +68,12 @@ def move_time_axis(arr, time_axis: int) -> tuple[np.ndarray, Callable[[np.ndarra
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` when it is an integer (Python or NumPy, not bool) ``>= minimum``.
+
+    The one integer check of the package (operators, restore, priors): raises ``ValueError``
+    naming ``name``, e.g. "downsample must be a positive integer, got 2.5".
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)

@@ -1,9 +1,12 @@
-"""Cut one large restoration into overlapping pieces: temporal windows and spatial tiles.
+"""Where to cut one large restoration, per axis: temporal windows and spatial tiles (1-D planning).
 
 A long time-lapse is restored in temporal windows and, when a frame does not fit the memory
-budget, in spatial tiles. Each piece is a complete small inverse problem (its own measurement and
-forward model); the pieces' estimates are blended with weights that sum to one, so the result has
-no seams.
+budget, in spatial tiles. This module plans each axis (a list of :class:`Span`);
+:mod:`napari_svi.pieces` combines a window and a tile into a piece, a complete small inverse
+problem (its own measurement and forward model). The pieces' estimates are blended with weights
+that sum to one, so the result has no seams. The same starts and ramps
+(:func:`spread_starts`, :func:`blend_weights`) tile the network's input
+(:class:`~napari_svi.priors.tiling.TiledPrior`).
 
 The key point is which measurements a piece may use. A measured frame (or pixel) depends on every
 true frame (pixel) its PSF reaches. A piece that *keeps* true frames ``[a, b)`` therefore *solves*
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .operators.temporal import boundary_indices
+from .validation import check_positive_int
 
 #: Default number of frames a temporal window keeps (the paper restores 16-frame clips).
 DEFAULT_WINDOW = 16
@@ -37,8 +41,8 @@ DEFAULT_WINDOW_OVERLAP = 4
 
 
 @dataclass(frozen=True)
-class Piece:
-    """One piece of a 1-D axis (frames of a stack, or rows / columns of a frame).
+class Span:
+    """One stretch of a 1-D axis (frames of a stack, or rows / columns of a frame) that a piece solves.
 
     Attributes
     ----------
@@ -98,33 +102,6 @@ def temporal_support(kernel: np.ndarray | None, n_frames: int, boundary: str, su
         centre = cols[:, kernel.size - 1 - kernel.size // 2]
         cols = np.where(zero[None, :], centre[:, None], cols)
     return cols
-
-
-def window_temporal_matrix(
-    kernel: np.ndarray | None, n_frames: int, boundary: str, subsample: int, solve: np.ndarray, measured: np.ndarray
-) -> np.ndarray:
-    """Rows ``measured`` and columns ``solve`` of :func:`~napari_svi.operators.temporal.temporal_matrix`.
-
-    Built without the dense ``(T_m, T)`` matrix of the whole stack, so it costs O(window) for
-    stacks of any length. Every row's support must lie inside ``solve`` (see :class:`Piece`).
-
-    Returns
-    -------
-    numpy.ndarray, float64, shape (len(measured), len(solve))
-    """
-    kernel = np.ones(1) if kernel is None else np.asarray(kernel, dtype=np.float64)
-    length = kernel.size
-    cols = support(n_frames, length, boundary, 1, math.ceil(n_frames / subsample), stride=subsample)[measured]
-    position = np.full(n_frames, -1, dtype=np.int64)
-    position[solve] = np.arange(len(solve))
-    local = position[cols]
-    taps = kernel[::-1]
-    if np.any(local[:, taps != 0] < 0):
-        raise ValueError("a measured frame reaches outside the window; choose it with plan_windows")
-    matrix = np.zeros((len(measured), len(solve)))
-    rows = np.repeat(np.arange(len(measured)), length)
-    np.add.at(matrix, (rows, np.where(local < 0, 0, local).ravel()), np.tile(taps, len(measured)))
-    return matrix
 
 
 def default_margin(kernel_size: int, subsample: int = 1) -> int:
@@ -188,7 +165,7 @@ def plan_windows(
     window: int | None = DEFAULT_WINDOW,
     overlap: int = DEFAULT_WINDOW_OVERLAP,
     margin: int | None = None,
-) -> list[Piece]:
+) -> list[Span]:
     """Temporal windows of a stack of ``n_frames`` true frames.
 
     Parameters
@@ -211,7 +188,7 @@ def plan_windows(
 
     Returns
     -------
-    list of Piece
+    list of Span
         One window (the whole stack, every measured frame) when the stack is not longer than
         ``window + 2 * margin``.
     """
@@ -221,7 +198,7 @@ def plan_windows(
         raise ValueError(f"window_margin must be an integer >= 0, got {margin}")
     cols = temporal_support(kernel, n_frames, boundary, subsample)
     if not window or n_frames <= window + 2 * margin:
-        return [Piece(np.arange(n_frames), (0, n_frames), np.ones(n_frames), np.arange(cols.shape[0]))]
+        return [Span(np.arange(n_frames), (0, n_frames), np.ones(n_frames), np.arange(cols.shape[0]))]
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"window must be >= 1 and window_overlap in [0, window), got {window} and {overlap}")
     starts = spread_starts(n_frames, window, overlap)
@@ -234,7 +211,7 @@ def plan_windows(
         else:
             solve = np.arange(max(start - margin, 0), min(stop + margin, n_frames))
         inside = np.isin(cols, solve).all(axis=1)
-        pieces.append(Piece(solve, (start, stop), w, np.flatnonzero(inside)))
+        pieces.append(Span(solve, (start, stop), w, np.flatnonzero(inside)))
     return pieces
 
 
@@ -254,7 +231,7 @@ def spatial_margin(psf_size: int = 1, downsample: int = 1) -> int:
 def plan_axis_tiles(
     n_true: int, tile: int | None, *, psf_size: int = 1, downsample: int = 1, boundary: str = "symmetric",
     overlap: int | None = None, margin: int | None = None,
-) -> list[Piece]:
+) -> list[Span]:
     """Spatial tiles along one image axis of ``n_true`` true pixels (``n_true / downsample`` measured).
 
     ``tile`` is the kept size in true pixels (rounded down to a multiple of ``downsample``), or
@@ -268,7 +245,7 @@ def plan_axis_tiles(
     cols = support(n_true, psf_size, boundary, s, n_meas)
     margin = spatial_margin(psf_size, s) if margin is None else int(margin)
     if tile is None or tile >= n_true:
-        return [Piece(np.arange(n_true), (0, n_true), np.ones(n_true), np.arange(n_meas))]
+        return [Span(np.arange(n_true), (0, n_true), np.ones(n_true), np.arange(n_meas))]
     tile = max(tile // s * s, s)
     overlap = max(margin, 16) if overlap is None else int(overlap)
     overlap = min(-(-overlap // s) * s, tile - s)
@@ -279,7 +256,7 @@ def plan_axis_tiles(
         lo, hi = max(start - margin, 0), min(start + tile + margin, n_true)
         solve = np.arange(lo, hi)
         inside = ((cols >= lo) & (cols < hi)).all(axis=1)
-        pieces.append(Piece(solve, (start, min(start + tile, n_true)), w, np.flatnonzero(inside)))
+        pieces.append(Span(solve, (start, min(start + tile, n_true)), w, np.flatnonzero(inside)))
     return pieces
 
 
@@ -308,87 +285,38 @@ def tile_for_budget(
     return side
 
 
-def parse_bytes(value) -> int | None:
-    """``None``, an integer number of bytes, or a string such as ``"8GB"``, ``"512 MiB"``, ``"2e9"``."""
+def check_windowing(window, window_overlap, window_margin, memory_budget) -> tuple[int | None, int, int | None]:
+    """Checked ``(window, window_overlap, memory_budget in bytes)`` of a restore, before any heavy work.
+
+    ``window`` ``None`` or 0: the whole stack at once; ``window_overlap`` ``None``:
+    ``min(DEFAULT_WINDOW_OVERLAP, window // 4)``; ``memory_budget``: ``None``, a number of bytes or
+    a string such as ``"8GB"`` (:func:`dask.utils.parse_bytes`).
+    """
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0):
+        raise ValueError(f"window must be None (whole stack at once) or a number of frames >= 1, got {window!r}")
+    window = int(window) if window else None
+    if window_overlap is None:
+        window_overlap = min(DEFAULT_WINDOW_OVERLAP, (window or 0) // 4)
+    check_positive_int(window_overlap, "window_overlap", minimum=0)
+    if window is not None and window_overlap >= window:
+        raise ValueError(f"window_overlap must be smaller than window ({window} frames), got {window_overlap}")
+    if window_margin is not None:
+        check_positive_int(window_margin, "window_margin", minimum=0)
+    return window, int(window_overlap), memory_bytes(memory_budget)
+
+
+def memory_bytes(value) -> int | None:
+    """``None``, or a positive number of bytes from an integer or a string such as ``"8GB"``, ``"512 MiB"``."""
+    from dask.utils import parse_bytes
+
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6,
-                 "gb": 10**9, "tb": 10**12, "k": 10**3, "m": 10**6, "g": 10**9, "b": 1}
-        for suffix, factor in units.items():
-            if text.endswith(suffix):
-                text, scale = text[: -len(suffix)], factor
-                break
-        else:
-            scale = 1
+    number = None
+    if isinstance(value, str) or (isinstance(value, (int, np.integer, float)) and not isinstance(value, bool)):
         try:
-            number = float(text)
-        except ValueError:
-            number = -1.0
-        if number > 0 and math.isfinite(number):
-            return int(number * scale)
-    raise ValueError(f"memory_budget must be a positive number of bytes or a string like '8GB', got {value!r}")
-
-
-def piece_operator(
-    spec, n_frames: int, window: Piece, rows: Piece, cols: Piece, *,
-    kernel: np.ndarray | None, psf: np.ndarray | None, mask: np.ndarray | None, tiled: bool,
-):
-    """Forward model of one window x tile, and where its measurement lies in the whole one.
-
-    Parameters
-    ----------
-    spec : OperatorSpec
-        The forward model of the whole stack (boundaries, subsampling, downsampling).
-    n_frames : int
-        Frames of the whole true stack.
-    window, rows, cols : Piece
-        The temporal window and the spatial tile (rows and columns, in true pixels).
-    kernel, psf, mask : numpy.ndarray or None
-        ``spec``'s temporal kernel, spatial PSF and mask, resolved once by the caller.
-    tiled : bool
-        Frames are cut into tiles: a tile's convolution mirrors at its own edges (the measured
-        pixels affected are masked out, see :func:`plan_axis_tiles`).
-
-    Returns
-    -------
-    operator : LinearOperator
-        From ``(len(window.solve), 1, len(rows.solve), len(cols.solve))`` to the piece's measurement.
-    frames : numpy.ndarray
-        Measured frames the piece uses (``window.measured``).
-    row_slice, col_slice : slice
-        The piece's measured pixels, at measurement resolution.
-    """
-    from .operators import ComposedOperator, Downsample, Identity, Mask, SpatialConvolution, TemporalOperator
-
-    s, d = int(spec.temporal_subsample), int(spec.downsample)
-    shape = (len(window.solve), 1, len(rows.solve), len(cols.solve))
-    parts = []
-    current = shape
-    if s > 1 or (kernel is not None and kernel.size > 1) or not np.array_equal(window.measured * s, window.solve):
-        matrix = window_temporal_matrix(kernel, n_frames, spec.temporal_boundary, s, window.solve, window.measured)
-        parts.append(TemporalOperator(matrix, current))
-        current = parts[-1].out_shape
-    if psf is not None and psf.size > 1:
-        parts.append(SpatialConvolution(psf, current, boundary="symmetric" if tiled else spec.spatial_boundary))
-    if d > 1:
-        parts.append(Downsample(d, current))
-        current = parts[-1].out_shape
-    row_slice = slice(int(rows.solve[0]) // d, (int(rows.solve[-1]) + 1) // d)
-    col_slice = slice(int(cols.solve[0]) // d, (int(cols.solve[-1]) + 1) // d)
-    observed = np.ones(current[-2:], dtype=bool)
-    if tiled:
-        observed &= np.isin(np.arange(row_slice.start, row_slice.stop), rows.measured)[:, None]
-        observed &= np.isin(np.arange(col_slice.start, col_slice.stop), cols.measured)[None, :]
-    if mask is not None:
-        m = mask[window.measured] if mask.ndim == 3 else mask
-        observed = observed & (m[..., row_slice, col_slice] != 0)
-    if not observed.all():
-        parts.append(Mask(observed, current))
-    if not parts:
-        return Identity(shape), window.measured, row_slice, col_slice
-    op = parts[0] if len(parts) == 1 else ComposedOperator(*reversed(parts))
-    return op, window.measured, row_slice, col_slice
+            number = parse_bytes(value)
+        except (ValueError, TypeError):
+            number = None
+    if number is None or not number > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes or a string like '8GB', got {value!r}")
+    return int(number)

@@ -20,6 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ..operators import OperatorSpec
 from ..psf import spatial_psf, temporal_kernel, temporal_kernel_from_exposure
+from ..psf_spec import parse_spatial_spec, parse_temporal_spec
 from ._common import Message, layer_frame_interval_s, layer_pixel_size_nm
 from ._psf_preview import fwhm_px, spatial_picture, temporal_picture
 
@@ -360,25 +361,36 @@ class OperatorFields(Container):
             self.temporal_kind.value = "exposure"
             self.exposure_ms.value = float(acquisition["exposure_ms"])
             self.interval_ms.value = float(acquisition["frame_interval_ms"])
-        elif value is None or value == "none":
+            return
+        named = _parsed(parse_temporal_spec, value)
+        if value is None or named == ("none", ()):
             self.temporal_kind.value = "none"
-        elif isinstance(value, str) and value.startswith("uniform:"):
+        elif named is not None and named[0] == "uniform":
             self.temporal_kind.value = "box"
-            self.box_frames.value = int(value.split(":", 1)[1])
-        elif isinstance(value, str) and value.startswith("gaussian:"):
+            self.box_frames.value = named[1][0]
+        elif named is not None and named[0] == "gaussian":
             self.temporal_kind.value = "gaussian"
-            self.temporal_sigma.value = float(value.split(":", 1)[1])
+            self.temporal_sigma.value = named[1][0]
         elif isinstance(value, str) and Path(value).suffix:
             self.temporal_kind.value = "file"
             self.temporal_file.value = value
 
     def _set_spatial(self, value, g: int) -> None:
-        if value is None or value == "none":
+        named = _parsed(parse_spatial_spec, value)
+        if value is None or named == ("none", ()):
             self.spatial_kind.value = "none"
-        elif isinstance(value, str) and value.startswith("gaussian:"):
+        elif named is not None and named[0] == "gaussian":
             self.spatial_kind.value = "gaussian"
-            self.spatial_sigma.value = float(value.split(":", 1)[1]) / g
-        elif isinstance(value, str) and value.startswith("airy:"):
-            na, wl, px = (float(v) for v in value.split(":", 1)[1].split(","))
+            self.spatial_sigma.value = named[1][0] / g
+        elif named is not None and named[0] == "airy":
+            na, wl, px = named[1]
             self.spatial_kind.value = "airy"
             self.na.value, self.wavelength_nm.value, self.pixel_nm.value = na, wl, px * g
+
+
+def _parsed(parse, value) -> tuple[str, tuple] | None:
+    """A record's PSF string through the core's parser; a string it rejects is left unset (None)."""
+    try:
+        return parse(value)
+    except ValueError:
+        return None

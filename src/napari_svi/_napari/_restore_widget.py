@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
+from ..noise import parse_noise_sigma
 from ..priors.loading import DEFAULT_PRIOR_DIR
 from ._common import (
     TRAINED_PRIORS,
@@ -35,22 +36,6 @@ if TYPE_CHECKING:
 
 PRIOR_FOLDER, PRIOR_FILE = "__folder__", "__file__"
 PRIOR_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
-
-
-def parse_noise(text: str) -> float | str | None:
-    """The noise field: ``"auto"``, ``"none"``/``"0"`` (noiseless) or a number >= 0 in data units."""
-    t = str(text).strip().lower()
-    if t in ("auto", ""):
-        return "auto"
-    if t in ("none", "noiseless", "0", "0.0"):
-        return None
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"Type 'auto', 'none' or a number in the layer's intensity units, not {text!r}.") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"The noise level must be a number >= 0, not {text!r}.")
-    return value
 
 
 def check_prior(choice: str, path) -> str:
@@ -225,7 +210,7 @@ class RestoreWidget(Container):
         else:
             self.image_info.value = ""
         try:
-            parse_noise(self.noise.value)
+            parse_noise_sigma(self.noise.value)
             self.noise_msg.show_message(None)
         except ValueError as err:
             self.noise_msg.show_message(str(err))
@@ -252,7 +237,7 @@ class RestoreWidget(Container):
             "steps": self.steps.value,
             "eta": float(self.eta.value),
             "cg_steps": self.cg_steps.value,
-            "noise_sigma": parse_noise(self.noise.value),
+            "noise_sigma": parse_noise_sigma(self.noise.value),
             "seed": self.seed.value,
             "samples": self.samples.value,
             "device": self.device.value,

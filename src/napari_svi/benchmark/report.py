@@ -25,7 +25,7 @@ def machine_info(device: str | None = None) -> dict:
     """Where a benchmark ran: CPU, cores, load, torch, CUDA device; JSON-able."""
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     info = {
         "napari_svi_version": __version__,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 Shape = tuple[int, int, int, int]
@@ -30,14 +29,6 @@ def _as_shape(shape, name: str) -> Shape:
     if len(out) != 4 or any(s < 1 for s in out) or any(int(s) != s for s in shape):
         raise ValueError(f"{name} must be a (T, C, H, W) tuple of 4 positive integers, got {shape!r}")
     return out  # type: ignore[return-value]
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not float(value).is_integer() or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _resolve_device(device) -> torch.device:
@@ -110,6 +101,14 @@ class LinearOperator:
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^T A x`` (the normal operator used by conjugate gradient)."""
         return self.adjoint(self.forward(x))
+
+    def observed(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with the entries this operator never produces set to zero (masked pixels).
+
+        Those entries hold no measurement, whatever a file stores there; every residual
+        ``y - A x`` must leave them out. Here: every entry is observed, ``y`` is returned as it is.
+        """
+        return y
 
     __call__ = forward
 
@@ -193,6 +192,9 @@ class ComposedOperator(LinearOperator):
         for op in self.operators:
             y = op.adjoint(y)
         return y
+
+    def observed(self, y):
+        return self.operators[0].observed(y)  # the outermost part decides which entries exist
 
     def to(self, device=None, dtype=None) -> ComposedOperator:
         out = ComposedOperator(*(op.to(device, dtype) for op in self.operators))

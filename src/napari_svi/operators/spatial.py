@@ -11,7 +11,8 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from .base import LinearOperator, _positive_int
+from ..validation import check_positive_int
+from .base import LinearOperator
 from .temporal import BOUNDARIES, boundary_indices
 
 #: Largest PSF (per axis, pixels) that ``method="auto"`` convolves directly; larger ones use the FFT.
@@ -178,7 +179,7 @@ class Downsample(LinearOperator):
     """
 
     def __init__(self, factor: int, in_shape):
-        factor = _positive_int(factor, "downsample factor")
+        factor = check_positive_int(factor, "downsample factor")
         t, c, h, w = in_shape
         if h % factor or w % factor:
             raise ValueError(f"downsample factor {factor} must divide the frame size {h} x {w} (H x W) exactly")
@@ -229,6 +230,9 @@ class Mask(LinearOperator):
         return x * self._buffer("mask", x.device, x.dtype)
 
     _adjoint = _forward
+
+    def observed(self, y):
+        return self.forward(y)
 
     def __repr__(self) -> str:
         return f"Mask({self.mask.shape}, {100 * self.mask.mean():.1f}% observed, {self.in_shape})"

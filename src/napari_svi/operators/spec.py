@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from ..psf import spatial_psf, temporal_kernel
-from .base import ComposedOperator, Identity, LinearOperator, _as_shape, _positive_int
-from .spatial import Downsample, Mask, SpatialConvolution
-from .temporal import BOUNDARIES, TemporalOperator, temporal_matrix
+from ..validation import check_positive_int
+from .base import LinearOperator, _as_shape
+from .chain import forward_model
+from .temporal import BOUNDARIES, temporal_matrix
 
 _FIELDS = (
     "temporal_psf",
@@ -133,10 +134,10 @@ class OperatorSpec:
         return arr
 
     def _subsample(self) -> int:
-        return _positive_int(self.temporal_subsample, "temporal_subsample")
+        return check_positive_int(self.temporal_subsample, "temporal_subsample")
 
     def _downsample(self) -> int:
-        return _positive_int(self.downsample, "downsample")
+        return check_positive_int(self.downsample, "downsample")
 
     # -- shapes -----------------------------------------------------------------------------------
     def measurement_shape(self, true_shape) -> tuple[int, ...]:
@@ -183,7 +184,7 @@ class OperatorSpec:
         if true_frames is None:
             t = (t_m - 1) * s + 1
         else:
-            t = _positive_int(true_frames, "true_frames")
+            t = check_positive_int(true_frames, "true_frames")
             if math.ceil(t / s) != t_m:
                 raise ValueError(
                     f"true_frames={true_frames} does not match {t_m} measured frames with temporal_subsample={s}: "
@@ -245,37 +246,12 @@ class OperatorSpec:
                 raise ValueError("mask has no observed pixel (all zero); nonzero marks observed pixels")
 
     # -- the operator -----------------------------------------------------------------------------
-    def _parts(self, true_shape) -> list[LinearOperator]:
-        """Non-trivial operators, first applied first."""
-        shape = _as_shape(true_shape, "true_shape")
-        t, c, h, w = shape
-        self.validate(self.measurement_shape((t, h, w)), true_frames=t)
-        parts: list[LinearOperator] = []
-        current = shape
-        kernel = self.temporal_kernel()
-        s = self._subsample()
-        if s > 1 or (kernel is not None and kernel.size > 1):
-            matrix = temporal_matrix(np.ones(1) if kernel is None else kernel, t, self.temporal_boundary, s)
-            parts.append(TemporalOperator(matrix, current))
-            current = parts[-1].out_shape
-        psf = self.spatial_kernel()
-        if psf is not None and psf.size > 1:
-            parts.append(SpatialConvolution(psf, current, boundary=self.spatial_boundary))
-        d = self._downsample()
-        if d > 1:
-            parts.append(Downsample(d, current))
-            current = parts[-1].out_shape
-        mask = self.mask_array()
-        if mask is not None and not np.all(mask != 0):
-            parts.append(Mask(mask, current))
-        return parts
-
     def build(self, true_shape, device="cpu", dtype: torch.dtype = torch.float32) -> LinearOperator:
         """The forward operator ``A`` for a true stack of shape ``(T, C, H, W)``.
 
         Validates first (:meth:`validate`). Parts that are absent (or trivial: a 1-frame temporal
         kernel, a 1 x 1 PSF, a mask observing everything) are skipped; with nothing left the result
-        is :class:`~napari_svi.operators.base.Identity`.
+        is :class:`~napari_svi.operators.base.Identity` (:func:`~napari_svi.operators.chain.forward_model`).
 
         Returns
         -------
@@ -283,13 +259,15 @@ class OperatorSpec:
             ``in_shape = (T, C, H, W)``, ``out_shape = (T_m, C, H_m, W_m)``, data on ``device`` in
             ``dtype`` (any other float dtype/device also works, converted lazily).
         """
-        parts = self._parts(true_shape)
-        if not parts:
-            op: LinearOperator = Identity(_as_shape(true_shape, "true_shape"))
-        elif len(parts) == 1:
-            op = parts[0]
-        else:
-            op = ComposedOperator(*reversed(parts))
+        shape = _as_shape(true_shape, "true_shape")
+        t, _, h, w = shape
+        self.validate(self.measurement_shape((t, h, w)), true_frames=t)
+        kernel, s = self.temporal_kernel(), self._subsample()
+        temporal = None
+        if s > 1 or (kernel is not None and kernel.size > 1):
+            temporal = temporal_matrix(np.ones(1) if kernel is None else kernel, t, self.temporal_boundary, s)
+        op = forward_model(shape, temporal=temporal, psf=self.spatial_kernel(), spatial_boundary=self.spatial_boundary,
+                           downsample=self._downsample(), observed=self.mask_array())
         return op.to(device, dtype)
 
     @property

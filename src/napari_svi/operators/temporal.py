@@ -12,7 +12,8 @@ import math
 import numpy as np
 import torch
 
-from .base import LinearOperator, _positive_int
+from ..validation import check_positive_int
+from .base import LinearOperator
 
 BOUNDARIES = ("symmetric", "circular")
 _NUMPY_PAD_MODE = {"symmetric": "symmetric", "circular": "wrap"}
@@ -35,7 +36,8 @@ def boundary_indices(n: int, before: int, after: int, boundary: str, name: str =
 
 
 def temporal_matrix(
-    kernel: np.ndarray, n_frames: int, boundary: str = "symmetric", subsample: int = 1, offset: int = 0
+    kernel: np.ndarray, n_frames: int, boundary: str = "symmetric", subsample: int = 1, offset: int = 0,
+    *, measured: np.ndarray | None = None, solve: np.ndarray | None = None,
 ) -> np.ndarray:
     """Dense matrix of a temporal convolution with boundary handling and frame subsampling.
 
@@ -57,12 +59,18 @@ def temporal_matrix(
         Keep every ``subsample``-th blurred frame (temporal super-resolution / frame interpolation).
     offset : int
         First kept frame, ``0 <= offset < n_frames``.
+    measured : numpy.ndarray of int, optional
+        Only these rows (indices of measured frames); default all.
+    solve : numpy.ndarray of int, optional
+        Only these columns (true frames, in this order): the block of one temporal window, built
+        in O(window) without the dense matrix of the whole stack. Every nonzero tap of a built row
+        must fall inside ``solve`` (windows from :func:`napari_svi.windows.plan_windows` do).
 
     Returns
     -------
     numpy.ndarray, float64, shape (T_out, n_frames)
         ``T_out = ceil((n_frames - offset) / subsample)``; rows are the kept frames
-        ``offset, offset + subsample, ...``.
+        ``offset, offset + subsample, ...`` (shape ``(len(measured), len(solve))`` with those).
 
     Notes
     -----
@@ -85,8 +93,8 @@ def temporal_matrix(
         raise ValueError(f"kernel must be a non-empty 1-D array, got shape {kernel.shape}")
     if not np.all(np.isfinite(kernel)):
         raise ValueError("kernel contains NaN or infinite values")
-    n_frames = _positive_int(n_frames, "n_frames")
-    subsample = _positive_int(subsample, "subsample")
+    n_frames = check_positive_int(n_frames, "n_frames")
+    subsample = check_positive_int(subsample, "subsample")
     if isinstance(offset, bool) or int(offset) != offset or not 0 <= int(offset) < n_frames:
         raise ValueError(f"offset must be an integer in [0, n_frames={n_frames}), got {offset!r}")
     offset = int(offset)
@@ -95,12 +103,22 @@ def temporal_matrix(
     # x_ext[i] = x[index[i]], x_ext starting `length - 1 - centre` frames before frame 0.
     index = boundary_indices(n_frames, length - 1 - centre, centre, boundary)
     kept = np.arange(offset, n_frames, subsample)
-    matrix = np.zeros((kept.size, n_frames))
+    assert kept.size == math.ceil((n_frames - offset) / subsample)
+    if measured is not None:
+        kept = kept[np.asarray(measured, dtype=np.int64)]
+    # frame t + c - j of x sits at t + length - 1 - j of x_ext: column of tap j in each row
+    cols = index[kept[:, None] + length - 1 - np.arange(length)[None, :]]
+    width = n_frames
+    if solve is not None:
+        position = np.full(n_frames, -1, dtype=np.int64)
+        position[np.asarray(solve, dtype=np.int64)] = np.arange(len(solve))
+        cols = position[cols]
+        if np.any(cols[:, kernel != 0] < 0):
+            raise ValueError("a measured frame reaches outside the window; choose it with plan_windows")
+        cols, width = np.where(cols < 0, 0, cols), len(solve)  # zero taps add nothing wherever they point
+    matrix = np.zeros((kept.size, width))
     rows = np.repeat(np.arange(kept.size), length)
-    # frame t + c - j of x sits at t + length - 1 - j of x_ext
-    cols = index[(kept[:, None] + length - 1 - np.arange(length)[None, :]).ravel()]
-    np.add.at(matrix, (rows, cols), np.tile(kernel, kept.size))
-    assert matrix.shape[0] == math.ceil((n_frames - offset) / subsample)
+    np.add.at(matrix, (rows, cols.ravel()), np.tile(kernel, kept.size))
     return matrix
 
 

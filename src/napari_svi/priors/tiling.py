@@ -3,7 +3,8 @@
 :class:`TiledPrior` wraps any :class:`DiffusionPrior`. A frame is cut into tiles of
 ``tile_size`` pixels (a multiple of the network's ``size_multiple``) overlapping by at least
 ``overlap`` pixels; the tiles' eps predictions are blended with raised-cosine ramps across every
-overlap, so neighbouring weights sum to one and no seam is visible. Tiles and frames share the
+overlap, so neighbouring weights sum to one and no seam is visible (the starts and ramps of
+:mod:`napari_svi.windows`, which also plans the restore's own windows and tiles). Tiles and frames share the
 batch axis and go through the network in chunks of at most ``max_pixels_per_batch`` pixels. On
 CUDA out-of-memory the chunk, then the tile, is halved and the call retried.
 
@@ -14,12 +15,12 @@ taken per tile rather than per frame.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 from torch.nn import functional as F
 
+from ..windows import blend_weights, spread_starts
 from .base import DiffusionPrior
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -129,10 +130,13 @@ class TiledPrior(DiffusionPrior):
         tw = _ceil_to(w, m) if tile is None else min(tile, _ceil_to(w, m))
         hp, wp = max(h, th), max(w, tw)
         xp = _pad_to(x, hp, wp)
-        ys, xs = _starts(hp, th, self.overlap), _starts(wp, tw, self.overlap)
+        ys, xs = spread_starts(hp, th, self.overlap), spread_starts(wp, tw, self.overlap)
         if len(ys) == len(xs) == 1:
             return self._run(xp, t)[..., :h, :w].float()
-        wy, wx = _weights(ys, th, x.device), _weights(xs, tw, x.device)
+        wy, wx = (
+            [torch.from_numpy(v).to(device=x.device, dtype=torch.float32) for v in blend_weights(starts, size, n)]
+            for starts, size, n in ((ys, th, hp), (xs, tw, wp))
+        )
         positions = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
         tiles = torch.cat([xp[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in positions])
         eps = self._run(tiles, t.repeat(len(positions)))
@@ -177,38 +181,6 @@ def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return x
     mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def _starts(n: int, size: int, overlap: int) -> list[int]:
-    """Evenly spread tile starts covering [0, n) with tiles of ``size`` overlapping >= ``overlap``."""
-    if size >= n:
-        return [0]
-    k = math.ceil((n - overlap) / (size - overlap))
-    return [round(i * (n - size) / (k - 1)) for i in range(k)]
-
-
-def _weights(starts: list[int], size: int, device: torch.device) -> list[torch.Tensor]:
-    """1-D blending weight of each tile: 1 inside, a raised-cosine ramp across each overlap.
-
-    The ramp ``0.5 - 0.5 cos(pi (i + 1/2) / L)`` over an overlap of ``L`` pixels is strictly
-    positive and the rising ramp of one tile plus the falling ramp of its neighbour is exactly 1.
-    """
-    out = []
-    for k, s in enumerate(starts):
-        w = torch.ones(size, dtype=torch.float32, device=device)
-        before = starts[k - 1] + size - s if k > 0 else 0
-        after = s + size - starts[k + 1] if k + 1 < len(starts) else 0
-        if before > 0:
-            w[:before] *= _ramp(before, device)
-        if after > 0:
-            w[size - after :] *= _ramp(after, device).flip(0)
-        out.append(w)
-    return out
-
-
-def _ramp(length: int, device: torch.device) -> torch.Tensor:
-    i = torch.arange(length, dtype=torch.float32, device=device)
-    return 0.5 - 0.5 * torch.cos(math.pi * (i + 0.5) / length)
 
 
 __all__ = ["PRECISIONS", "TiledPrior"]
