@@ -79,6 +79,8 @@ def add_parser(subparsers) -> None:
     r.add_argument("--crop", type=int, default=96, help="frame size of the clips in px (default: 96)")
     r.add_argument("--data-dir", default=None, help="folder of the suite's still crops (default: benchmarks/data/suite)")
     r.add_argument("--prior", default="default", help="prior of svi: default | folder | checkpoint")
+    r.add_argument("--steps", type=int, default=None, help="SVI denoising steps (default: restore's default)")
+    r.add_argument("--eta", type=float, default=None, help="SVI DDIM stochasticity (default: restore's default)")
     r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
     r.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
@@ -198,7 +200,9 @@ def run_suite_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
                        frames=args.frames, crop=args.crop, data_dir=args.data_dir,
-                       settings=QualitySettings(seed=args.seed, device=str(device)),
+                       settings=QualitySettings(seed=args.seed, device=str(device),
+                                                **{k: getattr(args, k) for k in ("steps", "eta")
+                                                   if getattr(args, k) is not None}),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     header["machine"]["load_average_1min_end"] = machine_info()["load_average_1min"]
     header["seconds_total"] = round(time.perf_counter() - t0, 1)
