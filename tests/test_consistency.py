@@ -43,3 +43,21 @@ def test_only_observed_entries_count():
         residual_chi2(y, op, x, sigma, np.zeros(op.out_shape, bool))
     with pytest.raises(ValueError, match="noise_sigma01"):
         residual_chi2(y, op, x, 0.0)
+
+
+def test_restore_records_the_check_and_flags_a_wrong_noise_level(real_clip):
+    from napari_svi import restore
+    from napari_svi.degrade import degrade
+    from napari_svi.priors.base import GaussianPrior
+    from napari_svi.schedules import alphas_cumprod
+
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    spec = OperatorSpec(temporal_psf="uniform:3")
+    y = degrade(real_clip.astype(np.float32), spec, noise_sigma=3.0, seed=0)
+    good = restore(y, spec, prior=prior, noise_sigma=3.0, steps=4, device="cpu").metadata["consistency"]
+    assert len(good) == 1 and good[0]["chi2"] > 0
+    # claiming ten times less noise than there is: no estimate can match the data that closely
+    wrong = restore(y, spec, prior=prior, noise_sigma=0.3, steps=4, device="cpu").metadata["consistency"][0]
+    assert wrong["chi2"] > CHI2_HIGH and not wrong["consistent"] and "does not explain" in wrong["message"]
+    noiseless = restore(y, spec, prior=prior, noise_sigma=None, steps=2, device="cpu").metadata["consistency"][0]
+    assert noiseless["consistent"] is None

@@ -57,6 +57,19 @@ def noise_arg(text: str):
         raise argparse.ArgumentTypeError(str(err).removeprefix("noise level: ")) from None
 
 
+def eta_arg(text: str) -> float | str:
+    """``--eta``: ``auto`` or a number in [0, 1]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], not {text!r}")
+    return value
+
+
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the sampler, the prior and the windowing, shared by restore and batch."""
     p.add_argument("--noise-sigma", type=noise_arg, default="auto",
@@ -64,7 +77,8 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: set at every step from the noise level and the data residual)")
     p.add_argument("--prior", default="default", help="default | prior folder | diffusers folder | ADM .pt file")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
-    p.add_argument("--eta", type=float, default=0.15, help="DDIM stochasticity (default: 0.15)")
+    p.add_argument("--eta", type=eta_arg, default="auto",
+                   help="DDIM stochasticity in [0, 1], or 'auto': 1 with noise, 0.15 (the paper's) without (default: auto)")
     p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")

@@ -17,11 +17,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ._version import __version__
+from .consistency import residual_chi2, verdict
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
-from .noise import auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
+from .noise import auto_eta, auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
@@ -69,11 +71,11 @@ def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, pre
     check_positive_int(preview_every, "preview_every", minimum=0)
     if tile_size is not None:
         check_positive_int(tile_size, "tile_size", minimum=8)
-    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0.0 <= eta <= 1.0)):
+        raise ValueError(f"eta must be 'auto' or a number in [0, 1], got {eta!r}")
     check_noise_sigma(noise_sigma)
-    if not (gamma == "auto" or (isinstance(gamma, (int, float)) and gamma > 0)):
-        raise ValueError(f"gamma must be 'auto' or a positive number (inf = noiseless form), got {gamma!r}")
+    if not (gamma in ("auto", "global") or (isinstance(gamma, (int, float)) and gamma > 0)):
+        raise ValueError(f"gamma must be 'auto', 'global' or a positive number (inf = noiseless form), got {gamma!r}")
     if isinstance(fill_unseen, bool) or not (isinstance(fill_unseen, (int, float)) and math.isfinite(fill_unseen)
                                              and fill_unseen >= 0):
         raise ValueError(f"fill_unseen must be a number >= 0 (0: off), got {fill_unseen!r}")
@@ -128,7 +130,10 @@ class _Restoration:
         self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
                                          mask=mask) for st in self.stacks]
         sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
-        self.gammas = [auto_gamma(sg) if gamma == "auto" else float(gamma) for sg in sigmas]
+        self.spec, self.sigmas = spec, sigmas
+        self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]
+        self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=None) if gamma == "global"
+                       else float(gamma) for sg in sigmas]
         t, (h, w) = self.plan.n_frames, self.plan.frame_shape
         out_shape = list(arr.shape)
         ax = normalize_axis(time_axis, arr.ndim)
@@ -138,7 +143,7 @@ class _Restoration:
             "napari_svi_version": __version__,
             "method": "SVI (Kwon & Ye, ICLR 2025): batch-consistent DDIM + CG data consistency",
             "prior": prior_obj.name, "operator": spec.to_dict(), "time_axis": int(time_axis), "steps": steps,
-            "eta": float(eta), "cg_steps": cg_steps,
+            "eta": self.etas, "eta_setting": eta if eta == "auto" else float(eta), "cg_steps": cg_steps,
             "noise_sigma": noise_sigma if noise_sigma in (None, "auto") else float(noise_sigma),
             "noise_sigma_used": [None if sg is None else sg * sc.span for sg, sc in zip(sigmas, self.scales, strict=True)],
             "gamma": [gamma_record(g) for g in self.gammas], "seed": seed, "samples": samples,
@@ -168,11 +173,26 @@ class _Restoration:
         current[k, slice(*piece.frames.keep)] = self.scales[k].from_unit(piece.kept(x01))
         return self.restore_axes(current)
 
+    def check(self, k: int, estimate: np.ndarray) -> dict:
+        """Stack ``k``'s result against its measurement (:mod:`~napari_svi.consistency`): is the data
+        residual about the noise level? Noiseless restores are not checked."""
+        sigma = self.sigmas[k]
+        if not sigma:
+            return {"chi2": None, "consistent": None, "note": "noiseless: not checked"}
+        y01 = self.scales[k].to_unit(np.asarray(self.stacks[k]))[:, None]
+        x01 = self.scales[k].to_unit(estimate)[:, None]
+        op = self.spec.build(x01.shape, dtype=torch.float32)
+        mask = self.plan.mask
+        observed = None if mask is None else np.broadcast_to(
+            (np.asarray(mask) != 0).reshape((-1, 1, *np.shape(mask)[-2:])), y01.shape)
+        return verdict(residual_chi2(y01, op, x01, sigma, observed))
+
     def result(self, seconds: float) -> RestoreResult:
         self.metadata["seconds"] = round(seconds, 2)
         samples, metadata = self.samples, self.metadata
         if isinstance(self.sink, MemorySink):
             values = self.sink.values
+            metadata["consistency"] = [self.check(k, values.mean(axis=0)[k]) for k in range(values.shape[1])]
             restored = self.restore_axes(values.mean(axis=0) if samples > 1 else values[0])
             std = self.restore_axes(values.std(axis=0)) if samples > 1 else None
             all_samples = np.stack([self.restore_axes(o) for o in values]) if samples > 1 else None
@@ -186,7 +206,7 @@ class _Restoration:
 
 def iter_restore(
     data, operator: OperatorSpec | None = None, *, prior: str | DiffusionPrior = "default", time_axis: int = 0,
-    steps: int = 20, eta: float = 0.15, cg_steps: int = 5, noise_sigma: float | str | None = "auto",
+    steps: int = 20, eta: float | str = "auto", cg_steps: int = 5, noise_sigma: float | str | None = "auto",
     gamma: float | str = "auto", seed: int = 0, samples: int = 1, device: str = "auto", batch_consistent: bool = True,
     true_frames: int | None = None, preview_every: int = 0, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     window: int | None = DEFAULT_WINDOW, window_overlap: int | None = None, window_margin: int | None = None,
@@ -217,7 +237,7 @@ def iter_restore(
             y = piece.measurement(job.stacks[k], job.scales[k], job.device)
             for s in range(samples):
                 for info in svi_steps(
-                    job.prior, y, piece.operator, steps=steps, eta=eta, cg_steps=cg_steps, gamma=job.gammas[k],
+                    job.prior, y, piece.operator, steps=steps, eta=job.etas[k], cg_steps=cg_steps, gamma=job.gammas[k],
                     batch_consistent=batch_consistent, noise=piece.noise(NoiseField(seed + s, batch_consistent)),
                     fill_weight=fill_unseen,
                 ):
@@ -254,17 +274,19 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         Index of the time axis in ``data``.
     steps : int
         Denoising steps (network evaluations per frame); 20 in the paper.
-    eta : float
-        DDIM stochasticity in [0, 1]; 0.15 in the paper.
+    eta : float or "auto"
+        DDIM stochasticity in [0, 1]; 0.15 in the paper (noiseless data). ``"auto"``: 1 for noisy
+        data, 0.15 for noiseless (:func:`~napari_svi.noise.auto_eta`).
     cg_steps : int
         Conjugate-gradient iterations after every step; 5 in the paper.
     noise_sigma : float, "auto" or None
         Standard deviation of the measurement noise in the data's units (for Poisson noise, its root
         mean square over the pixels); ``"auto"`` estimates it (:func:`~napari_svi.noise.estimate_noise_sigma`),
         ``None`` assumes noiseless data (solves the normal equations).
-    gamma : float or "auto"
+    gamma : float, "auto" or "global"
         Data-consistency weight of the noisy CG form; ``"auto"`` sets it at every step from the
-        noise level and the residual of the denoised estimate (:class:`~napari_svi.sampler.ResidualGamma`).
+        noise level and the residual of the denoised estimate (:class:`~napari_svi.noise.ResidualGamma`),
+        one weight per region of 64 x 64 pixels (smoothly blended); ``"global"`` one per piece.
     seed : int
         Seed; the same seed, input and device give the same result.
     samples : int

@@ -41,6 +41,45 @@ def operator_statistics(operator: LinearOperator, device, dtype=torch.float32, p
     return measured, total / probes
 
 
+class Regions:
+    """Square regions of the measurement (about ``region`` true pixels a side) for a gamma per region.
+
+    :meth:`sums` adds a measurement-shaped tensor up per region (over frames and channels too);
+    :meth:`expand` turns one value per region into a smooth weight map of the measurement's frame
+    size (bilinear between region centres, in the log domain), so no seam marks a region edge.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], region: int):
+        self.hm, self.wm = int(out_shape[-2]), int(out_shape[-1])
+        self.b = max(4, round(region * self.hm / int(in_shape[-2])))  # in measurement pixels (downsampling)
+        self.nr, self.nc = -(-self.hm // self.b), -(-self.wm // self.b)
+
+    def sums(self, a: torch.Tensor) -> torch.Tensor:
+        a = a.to(torch.float64).sum(dim=tuple(range(a.ndim - 2)))
+        a = torch.nn.functional.pad(a, (0, self.nc * self.b - self.wm, 0, self.nr * self.b - self.hm))
+        return a.reshape(self.nr, self.b, self.nc, self.b).sum(dim=(1, 3))
+
+    def expand(self, values: torch.Tensor) -> torch.Tensor:
+        if values.numel() == 1:
+            return values.reshape(1, 1, 1, 1).float()
+        grid = torch.nn.functional.interpolate(values.log()[None, None].float(), size=(self.nr * self.b, self.nc * self.b),
+                                               mode="bilinear", align_corners=False)
+        return grid[..., : self.hm, : self.wm].exp()
+
+
+def regional_statistics(operator: LinearOperator, regions: Regions, device, dtype=torch.float32,
+                        probes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`operator_statistics` per region: measured entries and the trace of ``A^T A`` restricted to each."""
+    shape = tuple(operator.in_shape)
+    measured = regions.sums((operator.forward(torch.ones(shape, device=device, dtype=dtype)) != 0).to(dtype))
+    g = torch.Generator(device="cpu").manual_seed(12345)
+    total = torch.zeros_like(measured)
+    for _ in range(probes):
+        z = (torch.randint(0, 2, shape, generator=g, dtype=torch.int8) * 2 - 1).to(device=device, dtype=dtype)
+        total += regions.sums(operator.forward(z).square())
+    return measured, total / probes
+
+
 def _noise(shape: tuple[int, ...], batch_consistent: bool, generator: torch.Generator, device, dtype) -> torch.Tensor:
     """Gaussian noise for a stack ``(T, C, H, W)``: one draw repeated over T when batch-consistent."""
     if batch_consistent:
@@ -56,14 +95,19 @@ def data_consistency(
     y: torch.Tensor,
     operator: LinearOperator,
     cg_steps: int,
-    gamma: float,
+    gamma: float | torch.Tensor,
 ) -> torch.Tensor:
     """A few CG steps from ``x0`` (on the [0, 1] scale) towards the data ``y``.
 
     ``gamma = inf`` solves the noiseless normal equations ``A^T A x = A^T y``; a finite ``gamma``
     solves ``(I + gamma A^T A) x = x0 + gamma A^T y`` (DDS, eq. 12), i.e. the proximal step
-    ``argmin 1/2 ||x - x0||^2 + gamma/2 ||y - A x||^2``.
+    ``argmin 1/2 ||x - x0||^2 + gamma/2 ||y - A x||^2``. A tensor ``gamma`` (a weight per
+    measured entry, broadcast to ``y``) weighs the data term entry by entry:
+    ``(I + A^T W A) x = x0 + A^T W y``.
     """
+    if torch.is_tensor(gamma):
+        return conjugate_gradient(lambda v: v + operator.adjoint(gamma * operator.forward(v)),
+                                  x0 + operator.adjoint(gamma * y), x0, cg_steps)
     aty = operator.adjoint(y)
     if math.isinf(gamma):
         return conjugate_gradient(operator.normal, aty, x0, cg_steps)
@@ -172,7 +216,11 @@ def svi_steps(
     timesteps = sampling_timesteps(steps, prior.n_train_steps)
     adaptive = gamma if isinstance(gamma, ResidualGamma) else None
     gamma_rule = gamma if callable(gamma) else (lambda i, a, g=float(gamma): g)
-    if adaptive is not None:
+    regions = None
+    if adaptive is not None and adaptive.region is not None:
+        regions = Regions(shape, tuple(operator.out_shape), adaptive.region)
+        measured, trace = regional_statistics(operator, regions, device, dtype)
+    elif adaptive is not None:
         measured, trace = operator_statistics(operator, device, dtype)
     unseen = unseen_frames(operator) if fill_weight > 0 else None
 
@@ -191,11 +239,15 @@ def svi_steps(
         eps = eps.clone()  # leave inference mode: CG updates tensors in place
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0 = (x0 + 1) / 2
-        if adaptive is not None:
-            g = adaptive(float((y - operator.forward(x0)).square().sum()), measured, trace)
+        if regions is not None:
+            g_regions = adaptive.regional(regions.sums((y - operator.forward(x0)).square()), measured, trace)
+            weight = regions.expand(g_regions).to(device=device, dtype=dtype)
+            g = float(g_regions.median())  # reported: the median region's gamma
+        elif adaptive is not None:
+            g = weight = adaptive(float((y - operator.forward(x0)).square().sum()), measured, trace)
         else:
-            g = gamma_rule(i, a_t)
-        x0 = data_consistency(x0, y, operator, cg_steps, g)
+            g = weight = gamma_rule(i, a_t)
+        x0 = data_consistency(x0, y, operator, cg_steps, weight)
         if unseen is not None:
             x0 = fill_unseen(x0, unseen.to(x0.device), fill_weight)
         if i + 1 == len(timesteps):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     """Add ``benchmark`` with its ``quality`` and ``speed`` subcommands to the ``napari-svi`` parser."""
+    from ..cli_flags import eta_arg
     from .quality import METHODS, TASKS, QualitySettings
 
     defaults = QualitySettings()
@@ -37,7 +38,8 @@ def add_parser(subparsers) -> None:
                    help=f"methods to run (default: all): {', '.join(METHODS)}")
     q.add_argument("--prior", default="default", help="prior of svi and independent: default | folder | checkpoint")
     q.add_argument("--steps", type=int, default=defaults.steps, help="SVI denoising steps, NFE (default: 20)")
-    q.add_argument("--eta", type=float, default=defaults.eta, help="SVI DDIM stochasticity (default: 0.15)")
+    q.add_argument("--eta", type=eta_arg, default=defaults.eta,
+                   help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto, restore's)")
     q.add_argument("--cg-steps", type=int, default=defaults.cg_steps,
                    help="CG iterations per SVI step, and of the 'cg' baseline (default: 5)")
     q.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
@@ -80,7 +82,7 @@ def add_parser(subparsers) -> None:
     r.add_argument("--data-dir", default=None, help="folder of the suite's still crops (default: benchmarks/data/suite)")
     r.add_argument("--prior", default="default", help="prior of svi: default | folder | checkpoint")
     r.add_argument("--steps", type=int, default=None, help="SVI denoising steps (default: restore's default)")
-    r.add_argument("--eta", type=float, default=None, help="SVI DDIM stochasticity (default: restore's default)")
+    r.add_argument("--eta", type=eta_arg, default=None, help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto)")
     r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
     r.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")

@@ -122,7 +122,7 @@ class QualitySettings:
     """Everything that decides the numbers; stored in ``details.json``."""
 
     steps: int = 20
-    eta: float = 0.15
+    eta: float | str = "auto"
     cg_steps: int = 5
     seed: int = 0
     device: str = "auto"
