@@ -161,7 +161,6 @@ def _run_degrade(args) -> int:
     from . import __version__
     from .degrade import degrade, random_mask
     from .io import write_stack
-
     from .outputs import side_path
 
     if args.missing_fraction is not None and args.mask is not None:
