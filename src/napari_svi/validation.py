@@ -38,7 +38,7 @@ def check_stack(data, *, time_axis: int = 0, name: str = "data", check_values: b
         if largest > MAX_MAGNITUDE:
             raise ValueError(
                 f"{name} has values up to {largest:.3g}, beyond the {MAX_MAGNITUDE:.0e} that napari-svi's float32 "
-                "computation holds; divide the data by a constant first"
+                "computation holds; scale the data down by a fixed factor first"
             )
     return arr
 
