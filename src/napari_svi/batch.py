@@ -241,8 +241,10 @@ def run_batch(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     params = parameters(args)
     operator_from_args(args)  # bad operator flags fail here, before any cluster starts
-    if args.retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    for flag, value, least in (("--retries", args.retries, 0), ("--workers", args.workers, 1),
+                               ("--threads-per-worker", args.threads_per_worker, 1), ("--gpus-per-task", args.gpus_per_task, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--output-dir: {str(out_dir)!r} is a file; name a folder")
     check_summary_file(out_dir / SUMMARY_FILE)

@@ -256,6 +256,24 @@ def iter_restore(
                            window=window, overlap=window_overlap, margin=window_margin)
     solve_frames = max(len(p.solve) for p in windows)
     margin = default_margin(1 if kernel is None else kernel.size, spec.temporal_subsample) if window_margin is None else window_margin
+    # intensity scale and noise level of every stack, from the whole stack (strided for lazy input);
+    # before the prior loads, so that constant data or a bad noise level are refused first
+    scales: list[IntensityScale] = []
+    sigmas: list[float | None] = []
+    gammas: list[float | ResidualGamma] = []
+    noise_frames = _noise_frames(t_m)
+    for k in range(n_stacks):
+        stack = stacks[k]
+        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
+        if noise_sigma == "auto":
+            frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
+            sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)
+        else:
+            sigma01 = None if noise_sigma is None else scale.sigma_to_unit(noise_sigma)
+        scales.append(scale)
+        sigmas.append(sigma01)
+        gammas.append(auto_gamma(sigma01) if gamma == "auto" else float(gamma))
+
     dev = resolve_device(device)
     prior_obj = prior if isinstance(prior, DiffusionPrior) else load_prior(prior, dev, channels=1)
     prior_obj = prior_obj.to(dev).eval()
@@ -280,23 +298,6 @@ def iter_restore(
         # twice as fast as one large batch (measured on 16 x 128 x 128); on CUDA the wrapper adds the
         # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
         prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if dev.type == "cpu" else None)
-
-    # intensity scale and noise level of every stack, from the whole stack (strided for lazy input)
-    scales: list[IntensityScale] = []
-    sigmas: list[float | None] = []
-    gammas: list[float | ResidualGamma] = []
-    noise_frames = _noise_frames(t_m)
-    for k in range(n_stacks):
-        stack = stacks[k]
-        scale = measurement_scale(stack if hasattr(stack, "compute") else np.asarray(stack), percentiles, name="data")
-        if noise_sigma == "auto":
-            frames_mask = None if mask is None else (mask[noise_frames] if mask.ndim == 3 else mask)
-            sigma01 = estimate_noise_sigma(scale.to_unit(_read(stack, noise_frames, slice(None), slice(None))), frames_mask)
-        else:
-            sigma01 = None if noise_sigma is None else scale.sigma_to_unit(noise_sigma)
-        scales.append(scale)
-        sigmas.append(sigma01)
-        gammas.append(auto_gamma(sigma01) if gamma == "auto" else float(gamma))
 
     from . import __version__
 
