@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
 from ..priors.loading import DEFAULT_PRIOR_DIR
 from ._common import (
@@ -29,6 +29,14 @@ from ._common import (
     stop_worker_on_close,
 )
 from ._operator_fields import OperatorFields
+from ._restore_checks import (
+    check_limits,
+    estimate_cost,
+    make_scrollable,
+    nonfinite_problem,
+    open_ranges,
+    plane_names,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -110,7 +118,11 @@ class RestoreWidget(Container):
         self.device = ComboBox(label="Device", choices=device_choices())
         self.preview_every = SpinBox(label="Live preview every", value=0, min=0, max=1000)
         self.preview_every.tooltip = "Show the current estimate every n steps as a temporary layer (0: off)"
+        self.sampler_msg = Message()
+        self.advanced = CheckBox(text="Show advanced settings (η, CG steps, seed, device, preview)", value=False)
+        self.cost_info = Label(value="")
         self.run_panel = RunPanel("Restore", self._start, self._cancel)
+        open_ranges(self.steps, self.cg_steps, self.samples, self.preview_every)  # checked, never clamped
         super().__init__(
             widgets=[
                 self.image,
@@ -124,31 +136,49 @@ class RestoreWidget(Container):
                 self.prior_path,
                 self.prior_msg,
                 self.steps,
+                self.samples,
+                self.advanced,
                 self.eta,
                 self.cg_steps,
                 self.seed,
-                self.samples,
                 self.device,
                 self.preview_every,
+                self.sampler_msg,
+                self.cost_info,
                 self.run_panel,
             ]
         )
+        make_scrollable(self)  # three docks of this height do not fit a laptop screen
         self.image_info.native.setWordWrap(True)
+        self.cost_info.native.setWordWrap(True)
+        self._advanced_fields = (self.eta, self.cg_steps, self.seed, self.device, self.preview_every)
+        self.advanced.changed.connect(self._show_advanced)
+        self._show_advanced()
         self._worker = None
         self._outcome = ""
         self.restored_layer = self.uncertainty_layer = None
         self.image.changed.connect(self._on_image)
         self.time_axis.changed.connect(self._on_time_axis)
-        for w in (self.noise, self.prior, self.prior_path):
+        for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples,
+                  self.preview_every, self.device):
             w.changed.connect(self.validate)
         stop_worker_on_close(self, self._cancel)
         self._viewer.layers.events.inserted.connect(self.reset_choices)
         self._viewer.layers.events.removed.connect(self.reset_choices)
+        self._viewer.layers.events.removed.connect(self._on_image)  # a removed input leaves no stale line
+        self.native.destroyed.connect(self._disconnect_viewer)
         TRAINED_PRIORS.changed.connect(self.reset_choices)
         active = self._viewer.layers.selection.active
         if active is not None and active in self.image.choices:
             self.image.value = active
         self._on_image()
+
+    def _show_advanced(self, *_):
+        for w in self._advanced_fields:
+            w.visible = bool(self.advanced.value)
+
+    def _disconnect_viewer(self, *_):
+        self._viewer.layers.events.removed.disconnect(self._on_image)
 
     # ------------------------------------------------------------------ choices
     def _image_layers(self, _widget=None) -> list:
@@ -212,16 +242,17 @@ class RestoreWidget(Container):
             image_err = "Multiscale layers are not supported: open the full-resolution level as its own layer."
         elif np.ndim(layer.data) < 3:
             image_err = f"A time-lapse needs a time axis and two image axes; {layer.name!r} is {np.ndim(layer.data)}-D."
+        else:
+            image_err = nonfinite_problem(layer.data)
         self.image_msg.show_message(image_err)
         shape = None if image_err else self.input_shape()
         ok = image_err is None
         ok &= self.operator.validate(shape)
+        cost = None
         if shape is not None and ok:
             spec = self.operator.spec(shape)
-            t, h, w = spec.true_shape(shape)
-            extra = math.prod(np.shape(layer.data)) // math.prod(shape)
-            stacks = f" × {extra} stacks" if extra > 1 else ""
-            self.image_info.value = f"{shape[0]} × {shape[1]} × {shape[2]} (T × Y × X){stacks} → result {t} × {h} × {w}"
+            self.image_info.value = self._shape_line(layer, shape, spec)
+            cost = self._cost(shape, spec)
         else:
             self.image_info.value = ""
         try:
@@ -240,8 +271,59 @@ class RestoreWidget(Container):
         except ValueError as err:
             self.prior_msg.show_message(str(err))
             ok = False
+        limits = check_limits({"steps": self.steps.value, "samples": self.samples.value,
+                               "cg_steps": self.cg_steps.value, "preview_every": self.preview_every.value})
+        self.sampler_msg.show_message(limits)
+        ok &= limits is None
+        self._cost_estimate = cost if ok else None
+        self.cost_info.value = cost[0].describe() + "".join(" " + w for w in cost[1]) if ok and cost else ""
         self.run_panel.set_ready(bool(ok))
         return bool(ok)
+
+    def _shape_line(self, layer, shape, spec) -> str:
+        """Input and result sizes with every axis; a layer with more axes is restored plane by plane."""
+        full = tuple(int(n) for n in np.shape(layer.data))
+        t, h, w = spec.true_shape(shape)
+        ax = self.time_axis.value
+        result = list(full)
+        result[ax], result[-2], result[-1] = t, h, w
+        letters = ["T" if i == ax else "Y" if i == len(full) - 2 else "X" if i == len(full) - 1 else "Z" for i in range(len(full))]
+        planes = len(plane_names(full, ax))
+        by = f"; {planes} planes, restored one after the other" if planes > 1 else ""
+        return (f"{' × '.join(map(str, full))} ({' × '.join(letters)}) → result {' × '.join(map(str, result))}{by}")
+
+    def _cost(self, shape, spec):
+        """The cost estimate and the warnings that make Restore ask first."""
+        from ..windows import DEFAULT_WINDOW
+
+        full = np.shape(self.image.value.data)
+        stacks = max(1, math.prod(full) // math.prod(shape))
+        kernel = spec.temporal_kernel()
+        cost = estimate_cost(spec.true_shape(shape), stacks, steps=max(1, self.steps.value),
+                             samples=max(1, self.samples.value), window=DEFAULT_WINDOW,
+                             margin=0 if kernel is None else len(kernel) - 1, device=self.device.value)
+        warnings = []
+        if kernel is not None and len(kernel) // 2 > shape[0] - 1:  # reaches beyond the mirrored stack
+            warnings.append(f"The temporal PSF spans {len(kernel)} frames, far more than the stack's {shape[0]}: "
+                            "most of it falls beyond the first and last frame.")
+        return cost, warnings
+
+    def _ask_first(self) -> str | None:
+        """What Restore must confirm before it starts (beyond the machine), or ``None``."""
+        estimate = getattr(self, "_cost_estimate", None)
+        if not estimate:
+            return None
+        cost, warnings = estimate
+        if not (cost.exceeds or warnings):
+            return None
+        return " ".join([cost.describe(), *warnings, "Start anyway?"])
+
+    def _confirm(self, question: str) -> bool:
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self.native, "Restore time-lapse", question,
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     # ------------------------------------------------------------------ run
     def restore_kwargs(self) -> dict:
@@ -262,6 +344,10 @@ class RestoreWidget(Container):
     def _start(self) -> None:
         if self._worker is not None or not self.validate():
             return
+        question = self._ask_first()
+        if question and not self._confirm(question):
+            self.run_panel.set_status("Not started.")
+            return
         from napari.qt.threading import create_worker
 
         from ..restore import iter_restore
@@ -278,8 +364,29 @@ class RestoreWidget(Container):
         self._worker.errored.connect(self._on_error)
         self._worker.aborted.connect(self._on_aborted)
         self._worker.finished.connect(self._on_finished)
+        self._lock(True)
+        self._close_old_notifications()
         self.run_panel.started("Loading the prior and checking the data…")
         self._worker.start()
+
+    def _lock(self, running: bool) -> None:
+        """Fields are read-only while a run uses them, so that the form always matches its result."""
+        for w in self:
+            if w is not self.run_panel:
+                w.enabled = not running
+
+    def _close_old_notifications(self) -> None:
+        """Close this widget's earlier toasts ("cancelled", "failed"): they are about a previous run."""
+        try:
+            from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+            window = self._viewer.window._qt_window
+        except (ImportError, AttributeError):
+            return
+        for toast in window.findChildren(NapariQtNotification):
+            text = toast.message.text() if hasattr(toast.message, "text") else str(toast.message)
+            if "Restore time-lapse" in text:
+                toast.close()
 
     def _acquisition(self) -> dict | None:
         f = self.operator
@@ -294,6 +401,12 @@ class RestoreWidget(Container):
     def _on_step(self, info: dict) -> None:
         windows = info.get("windows") or 1
         extra = f"temporal window {info.get('window', 0) + 1} of {windows}" if windows > 1 else ""
+        planes = self._run.setdefault("planes", plane_names(np.shape(self._run["layer"].data), self._run["kwargs"]["time_axis"],
+                                                            getattr(self._run["layer"], "axis_labels", None)))
+        if planes:
+            k = int(info.get("stack", 0))
+            plane = f"plane {k + 1} of {len(planes)} ({planes[k]})"
+            extra = f"{plane} · {extra}" if extra else plane
         self.run_panel.report(info["step"], info["total"], extra=extra)
         estimate = info.get("estimate")
         if estimate is not None:
@@ -375,6 +488,9 @@ class RestoreWidget(Container):
             )
         seconds = result.metadata.get("seconds", self.run_panel.elapsed)
         self._outcome = f"Done in {seconds:.0f} s: added {restored.name!r}."
+        from napari.utils.notifications import show_info
+
+        show_info(f"Restore time-lapse done in {seconds:.0f} s: added {restored.name!r}.")
 
     def _on_error(self, err: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -391,6 +507,7 @@ class RestoreWidget(Container):
         show_info("Restore time-lapse cancelled.")
 
     def _on_finished(self) -> None:
+        self._lock(False)
         self.run_panel.stopped(self._outcome)
         self._outcome = ""
         self._worker = None

@@ -1,0 +1,206 @@
+"""Checks and estimates of the "Restore time-lapse" form that need no Qt: limits, NaN, cost, planes.
+
+The form shows each reason under its field and disables Restore, instead of letting a spin box
+clamp a typed value (sigma -1 becoming 1.0, 100000 steps becoming 1000). The cost estimate is a
+rough model from the speed benchmark (``benchmarks/results/speed``, ``benchmarks/results/gpu``):
+time grows with network evaluations x pixels, memory with the pixels of one temporal window plus
+the result arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Allowed ranges of the sampler fields (the spin boxes accept more, so that a typed value is
+#: reported, not silently clamped).
+LIMITS = {"steps": (1, 1000), "cg_steps": (0, 200), "samples": (1, 64), "preview_every": (0, 1000)}
+LABELS = {"steps": "Steps", "cg_steps": "CG steps", "samples": "Posterior samples", "preview_every": "Live preview every"}
+
+# seconds per network evaluation per megapixel (including the CG solve), from the speed benchmarks
+SECONDS_PER_MEGAPIXEL_NFE = {"cpu": 16.0, "cuda": 0.04}
+# bytes per solved pixel of one window: CG vectors, estimates, noise, network activations
+BYTES_PER_SOLVED_PIXEL = {"cpu": 400, "cuda": 1800}
+CPU_NETWORK_BYTES = 600 * 2**20  # on the CPU the network runs in chunks of 65536 pixels
+LONG_RUN_SECONDS = 3600.0
+
+
+def check_limits(values: dict[str, int]) -> str | None:
+    """The first sampler field outside its range, as a sentence; ``None`` when all are fine."""
+    for name, value in values.items():
+        low, high = LIMITS[name]
+        if not low <= value <= high:
+            return f"{LABELS[name]} must be {low} … {high}, not {value}."
+    return None
+
+
+_FINITE_CACHE: dict[int, tuple[object, str | None]] = {}
+
+
+def nonfinite_problem(data) -> str | None:
+    """Why the layer data cannot be restored (NaN or infinite values), or ``None``; cached per array.
+
+    Lazy arrays (dask, zarr) are not scanned here: the core checks them window by window.
+    """
+    if hasattr(data, "compute") or not isinstance(data, np.ndarray) or data.dtype.kind != "f":
+        return None
+    key = id(data)
+    cached = _FINITE_CACHE.get(key)
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    problem = f"The layer has {bad} NaN or infinite values; replace or mask them first." if bad else None
+    _FINITE_CACHE.clear()  # keep one entry: the current layer
+    _FINITE_CACHE[key] = (data, problem)
+    return problem
+
+
+@dataclass
+class Cost:
+    """Rough cost of a restore: seconds, bytes of host memory, bytes of GPU memory, and the machine's."""
+
+    seconds: float
+    host_bytes: float
+    gpu_bytes: float
+    host_available: float | None
+    gpu_available: float | None
+
+    @property
+    def exceeds_memory(self) -> bool:
+        host = self.host_available is not None and self.host_bytes > self.host_available
+        gpu = self.gpu_available is not None and self.gpu_bytes > self.gpu_available
+        return host or gpu
+
+    @property
+    def exceeds(self) -> bool:
+        """Beyond this machine: more memory than it has, or longer than an hour."""
+        return self.exceeds_memory or self.seconds > LONG_RUN_SECONDS
+
+    def describe(self) -> str:
+        from ._common import format_seconds
+
+        text = f"Estimated: about {format_seconds(self.seconds)}, {_gb(self.host_bytes)} memory"
+        if self.gpu_bytes:
+            text += f", {_gb(self.gpu_bytes)} GPU memory"
+        if self.exceeds_memory:
+            have = self.gpu_available if self.gpu_bytes and self.gpu_bytes > (self.gpu_available or math.inf) else self.host_available
+            text += f" (more than the {_gb(have)} available)"
+        return text + "."
+
+
+def _gb(n: float | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GB" if n >= 2**28 else f"{n / 2**20:.0f} MB"
+
+
+def available_host_memory() -> float | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _device_kind(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def estimate_cost(true_shape: tuple[int, int, int], stacks: int, *, steps: int, samples: int, window: int = 16,
+                  margin: int = 0, device: str = "auto") -> Cost:
+    """Rough time and memory of restoring ``stacks`` stacks of the true size ``true_shape`` (T, H, W)."""
+    t, h, w = true_shape
+    kind = _device_kind(device)
+    megapixels = t * h * w * stacks / 1e6
+    seconds = SECONDS_PER_MEGAPIXEL_NFE[kind] * megapixels * steps * samples
+    if kind == "cpu":
+        seconds /= max(1, min(4, _torch_threads()))  # the benchmark ran on one thread
+    solved = min(t, window + 2 * margin) * h * w
+    working = solved * BYTES_PER_SOLVED_PIXEL[kind] + (CPU_NETWORK_BYTES if kind == "cpu" else 0)
+    result = t * h * w * stacks * 4 * (samples + (2 if samples > 1 else 0) + 1)
+    host = result + (working if kind == "cpu" else solved * 16)
+    gpu = working if kind == "cuda" else 0.0
+    gpu_free = None
+    if kind == "cuda":
+        import torch
+
+        try:
+            gpu_free = float(torch.cuda.mem_get_info()[0])
+        except RuntimeError:
+            gpu_free = None
+    return Cost(seconds, float(host), float(gpu), available_host_memory(), gpu_free)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def plane_names(shape: tuple[int, ...], time_axis: int, axis_labels=None) -> list[str]:
+    """Names of the 2-D + t stacks of a layer with more axes, ``["Z 0", "Z 1", ...]``, in restore order."""
+    lead = [i for i in range(len(shape) - 2) if i != time_axis]
+    if not lead:
+        return []
+    labels = [str(a) for a in axis_labels] if axis_labels is not None and len(axis_labels) == len(shape) else None
+    names = []
+    for index in np.ndindex(*(shape[i] for i in lead)):
+        parts = []
+        for axis, k in zip(lead, index, strict=True):
+            label = labels[axis] if labels and not labels[axis].isdigit() and not labels[axis].startswith("-") else None
+            parts.append(f"{label or ('Z' if len(lead) == 1 else f'axis {axis}')} {k}")
+        names.append(", ".join(parts))
+    return names
+
+
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 1e9
+
+
+def open_ranges(*widgets) -> None:
+    """Let spin boxes hold any number, so that a typed value is checked and reported, never clamped.
+
+    A Qt spin box replaces a value outside its range (or refuses the minus sign) without a word;
+    the form's checks say what is allowed instead.
+    """
+    from magicgui.widgets import FloatSpinBox
+
+    for w in widgets:
+        limit = FLOAT_LIMIT if isinstance(w, FloatSpinBox) else INT_LIMIT
+        w.min, w.max = -limit, limit
+
+
+def make_scrollable(container) -> None:
+    """Put ``container``'s fields into a vertical scroll area inside its own widget.
+
+    napari docks a magicgui widget's ``native`` widget, the inner one even for a
+    ``Container(scrollable=True)``, so a tall form would grow the window past the screen. Here the
+    form's layout moves into a scroll area, and the dock can be as short as the window allows.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+    outer = container.native
+    inner = QWidget()
+    inner.setLayout(outer.layout())  # moves the layout and every field into ``inner``
+    scroll = QScrollArea(outer)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+    layout = QVBoxLayout(outer)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
