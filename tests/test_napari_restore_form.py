@@ -194,3 +194,59 @@ def test_a_tzyx_layer_shows_its_planes_in_the_info_and_the_progress(make_napari_
     assert any("plane 1 of 2 (Z 0)" in s for s in statuses), statuses
     assert any("plane 2 of 2 (Z 1)" in s for s in statuses), statuses
     assert viewer.layers["tzyx restored"].data.shape == (4, 2, 16, 16)
+
+
+def test_a_region_and_a_frame_range_are_restored_in_place(make_napari_viewer, qtbot, tiny_prior):
+    from napari_svi.datasets import load_heldout_timelapse
+    from napari_svi.restore import restore
+
+    data = load_heldout_timelapse()[:6, 220:252, 100:132].astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="cells", scale=(1.0, 0.5, 0.5), translate=(0.0, 10.0, 20.0))
+    w = dock_restore(viewer, tiny_prior)
+    assert (w.first_frame.value, w.last_frame.value) == (0, 5)
+    # frames 1..4, and a rectangle over rows 8..23, columns 4..19 (world y = 10 + 0.5 row)
+    shapes = viewer.add_shapes([np.array([[14.0, 22.0], [21.9, 29.9]])], shape_type="rectangle", name="roi")
+    w.image.value = viewer.layers["cells"]
+    w.region.value = shapes
+    w.first_frame.value, w.last_frame.value = 1, 4
+    assert "frames 1–4, rows 8–23, columns 4–19" in w.image_info.value
+    assert "4 × 16 × 16 (T × Y × X) → result 4 × 16 × 16" in w.image_info.value
+    # a mask layer is cut to the region too
+    viewer.add_labels(np.ones((32, 32), dtype=np.uint8), name="mask")
+    w.operator.mask_layer.value = viewer.layers["mask"]
+    assert w.cropped_spec(w.crop()).mask_array().shape == (16, 16) and w.run_panel.button.enabled
+    w.operator.mask_layer.value = None
+    # a frame range the wrong way round is reported
+    w.first_frame.value = 5
+    assert "Frames must run from 0 to 5" in w.region_msg.text and not w.run_panel.button.enabled
+    w.first_frame.value = 1
+    w.steps.value, w.noise.value = 2, "2"
+    spec, kwargs = w.cropped_spec(w.crop()), w.restore_kwargs()
+    click(w)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120_000)
+    result = viewer.layers["cells restored"]
+    assert result.data.shape == (4, 16, 16)
+    np.testing.assert_allclose(result.translate, (1.0, 14.0, 22.0))
+    np.testing.assert_allclose(result.scale, (1.0, 0.5, 0.5))
+    assert result.metadata["napari_svi"]["source_region"] == {"frames": [1, 4], "rows": [8, 24], "cols": [4, 20]}
+    direct = restore(data[1:5, 8:24, 4:20], spec, **kwargs)  # the same settings, on the region alone
+    np.testing.assert_allclose(result.data, direct.restored, rtol=1e-5, atol=1e-4)
+
+
+def test_the_current_view_sets_the_region(make_napari_viewer, stack, tiny_prior):
+    viewer = make_napari_viewer()
+    big = np.random.default_rng(0).random((4, 128, 128)).astype(np.float32)
+    viewer.add_image(big, name="cells")
+    w = dock_restore(viewer, tiny_prior)
+    w.region.value = "view"
+    viewer.camera.center = (0, 64.0, 64.0)
+    viewer.camera.zoom = 1e-3  # far out: the whole frame is in view
+    assert w.crop().shape == (4, 128, 128)
+    viewer.camera.zoom = 1000.0  # close in: a few pixels around the centre, too few to restore
+    assert "choose at least 8 × 8" in w.region_msg.text and not w.run_panel.button.enabled
+    height, width = viewer.window._qt_viewer.canvas.size
+    viewer.camera.zoom = max(height, width) / 40  # about 40 pixels across
+    crop = w.crop()
+    assert 8 <= crop.shape[1] < 128 and crop.y0 <= 64 < crop.y1 and crop.x0 <= 64 < crop.x1
+    assert f"rows {crop.y0}–{crop.y1 - 1}" in w.image_info.value

@@ -204,3 +204,71 @@ def make_scrollable(container) -> None:
     layout = QVBoxLayout(outer)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll)
+
+
+#: A restored region must hold at least this many pixels per side (the noise estimate needs 8 x 8).
+MIN_REGION = 8
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Frames ``t0 .. t1 - 1`` and pixels ``[y0, y1) x [x0, x1)`` of a layer's (T, Y, X) stack."""
+
+    t0: int
+    t1: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.t1 - self.t0, self.y1 - self.y0, self.x1 - self.x0)
+
+    def is_whole(self, shape: tuple[int, int, int]) -> bool:
+        return (self.t0, self.y0, self.x0) == (0, 0, 0) and self.shape == tuple(shape)
+
+    def slices(self, ndim: int, time_axis: int) -> tuple[slice, ...]:
+        index = [slice(None)] * ndim
+        index[time_axis] = slice(self.t0, self.t1)
+        index[-2], index[-1] = slice(self.y0, self.y1), slice(self.x0, self.x1)
+        return tuple(index)
+
+    def crop_mask(self, mask):
+        """A mask at the measurement's resolution, (Y, X) or (T, Y, X), cut to this crop."""
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.ndim == 3:
+            return mask[self.t0 : self.t1, self.y0 : self.y1, self.x0 : self.x1]
+        return mask[self.y0 : self.y1, self.x0 : self.x1]
+
+    def record(self) -> dict:
+        return {"frames": [self.t0, self.t1 - 1], "rows": [self.y0, self.y1], "cols": [self.x0, self.x1]}
+
+
+def pixel_box(world_corners: np.ndarray, layer, shape: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the layer pixels that a rectangle in world coordinates (the last two axes) covers.
+
+    ``world_corners`` are points of the rectangle, shape ``(N, 2)`` (Y, X) in world units. A pixel
+    is inside when its centre is; the box is clipped to the frame.
+    """
+    scale = np.asarray(layer.scale, dtype=float)[-2:]
+    translate = np.asarray(layer.translate, dtype=float)[-2:]
+    data = (np.asarray(world_corners, dtype=float) - translate) / scale
+    low, high = data.min(axis=0), data.max(axis=0)
+    y0, x0 = (int(max(0, math.ceil(v - 0.5))) for v in low)
+    y1 = int(min(shape[1], math.floor(high[0] + 0.5)))
+    x1 = int(min(shape[2], math.floor(high[1] + 0.5)))
+    return y0, max(y0, y1), x0, max(x0, x1)
+
+
+def check_crop(crop: Crop, shape: tuple[int, int, int]) -> str | None:
+    """Why a crop cannot be restored, or ``None``."""
+    t = shape[0]
+    if not 0 <= crop.t0 < t or not crop.t0 < crop.t1 <= t:
+        return f"Frames must run from 0 to {t - 1}, first before last; got {crop.t0} to {crop.t1 - 1}."
+    h, w = crop.shape[1:]
+    if h < MIN_REGION or w < MIN_REGION:
+        return f"The region covers {h} × {w} pixels of the layer; choose at least {MIN_REGION} × {MIN_REGION}."
+    return None

@@ -30,11 +30,14 @@ from ._common import (
 )
 from ._operator_fields import OperatorFields
 from ._restore_checks import (
+    Crop,
+    check_crop,
     check_limits,
     estimate_cost,
     make_scrollable,
     nonfinite_problem,
     open_ranges,
+    pixel_box,
     plane_names,
 )
 
@@ -98,6 +101,12 @@ class RestoreWidget(Container):
         self.time_axis = SpinBox(label="Time axis", value=0, min=0, max=0)
         self.image_msg = Message()
         self.image_info = Label(value="")
+        self.region = ComboBox(label="Region", choices=self._region_choices)
+        self.region.tooltip = "Restore a part first: the current view, or the first rectangle of a Shapes layer"
+        self.first_frame = SpinBox(label="First frame", value=0)
+        self.last_frame = SpinBox(label="Last frame", value=0)
+        self.region_msg = Message()
+        open_ranges(self.first_frame, self.last_frame)
         self.operator = OperatorFields(napari_viewer, restoring=True, on_change=self.validate)
         self.noise = LineEdit(label="Noise σ (data units)", value="auto")
         self.noise.tooltip = (
@@ -129,6 +138,10 @@ class RestoreWidget(Container):
                 self.time_axis,
                 self.image_msg,
                 self.image_info,
+                self.region,
+                self.first_frame,
+                self.last_frame,
+                self.region_msg,
                 self.operator,
                 self.noise,
                 self.noise_msg,
@@ -159,8 +172,11 @@ class RestoreWidget(Container):
         self.restored_layer = self.uncertainty_layer = None
         self.image.changed.connect(self._on_image)
         self.time_axis.changed.connect(self._on_time_axis)
+        self._frames_of = None  # the layer whose frame count the frame range was set for
+        self._viewer.camera.events.center.connect(self._on_view)
+        self._viewer.camera.events.zoom.connect(self._on_view)
         for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples,
-                  self.preview_every, self.device):
+                  self.preview_every, self.device, self.region, self.first_frame, self.last_frame):
             w.changed.connect(self.validate)
         stop_worker_on_close(self, self._cancel)
         self._viewer.layers.events.inserted.connect(self.reset_choices)
@@ -179,6 +195,54 @@ class RestoreWidget(Container):
 
     def _disconnect_viewer(self, *_):
         self._viewer.layers.events.removed.disconnect(self._on_image)
+        self._viewer.camera.events.center.disconnect(self._on_view)
+        self._viewer.camera.events.zoom.disconnect(self._on_view)
+
+    def _on_view(self, *_):
+        if self.region.value == "view" and self._worker is None:
+            self.validate()
+
+    def _region_choices(self, _widget=None) -> list:
+        import napari
+
+        shapes = [(f"rectangle in {layer.name!r}", layer) for layer in self._viewer.layers
+                  if isinstance(layer, napari.layers.Shapes)]
+        return [("whole frames", "whole"), ("current view", "view"), *shapes]
+
+    def crop(self) -> Crop:
+        """Frames and pixels to restore, from the frame range and the region (ValueError says why not)."""
+        shape = self.input_shape()
+        t, h, w = shape
+        t0, t1 = int(self.first_frame.value), int(self.last_frame.value) + 1
+        choice = self.region.value
+        layer = self.image.value
+        if choice == "view":
+            corners = self._view_corners()
+            y0, y1, x0, x1 = pixel_box(corners, layer, shape)
+        elif choice in (None, "whole"):
+            y0, y1, x0, x1 = 0, h, 0, w
+        else:
+            if choice.ndim < 2 or len(choice.data) == 0:
+                raise ValueError(f"Draw a rectangle in {choice.name!r} (the first shape sets the region).")
+            vertices = np.asarray(choice.data[0], dtype=float)
+            world = vertices * np.asarray(choice.scale) + np.asarray(choice.translate)
+            y0, y1, x0, x1 = pixel_box(world[:, -2:], layer, shape)
+        crop = Crop(t0, t1, y0, y1, x0, x1)
+        problem = check_crop(crop, shape)
+        if problem:
+            raise ValueError(problem)
+        return crop
+
+    def _view_corners(self) -> np.ndarray:
+        """Corners (Y, X) of the canvas in world coordinates."""
+        try:
+            height, width = self._viewer.window._qt_viewer.canvas.size
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError("The current view is not available; draw a rectangle in a Shapes layer instead.") from None
+        zoom = float(self._viewer.camera.zoom)
+        cy, cx = (float(v) for v in self._viewer.camera.center[-2:])
+        hy, hx = height / 2 / zoom, width / 2 / zoom
+        return np.array([[cy - hy, cx - hx], [cy + hy, cx + hx]])
 
     # ------------------------------------------------------------------ choices
     def _image_layers(self, _widget=None) -> list:
@@ -204,11 +268,23 @@ class RestoreWidget(Container):
             if isinstance(record, dict):
                 self._prefill(record)
         self.operator.set_input(layer, self.time_axis.value)
+        self._reset_frames()
         self.validate()
 
     def _on_time_axis(self, *_):
         self.operator.set_input(self.image.value, self.time_axis.value)
+        self._reset_frames(force=True)
         self.validate()
+
+    def _reset_frames(self, force: bool = False) -> None:
+        """A new input layer: the frame range is all of its frames."""
+        layer = self.image.value
+        if (layer is self._frames_of and not force) or self.input_shape() is None:
+            return
+        self._frames_of = layer
+        with self.changed.blocked():
+            self.first_frame.value = 0
+            self.last_frame.value = self.input_shape()[0] - 1
 
     def _prefill(self, record: dict) -> None:
         """Take the forward model (and noise level) a measurement layer records, e.g. the sample's."""
@@ -249,10 +325,18 @@ class RestoreWidget(Container):
         ok = image_err is None
         ok &= self.operator.validate(shape)
         cost = None
+        region_err = None
         if shape is not None and ok:
-            spec = self.operator.spec(shape)
-            self.image_info.value = self._shape_line(layer, shape, spec)
-            cost = self._cost(shape, spec)
+            try:
+                crop = self.crop()
+                spec = self.cropped_spec(crop)
+                spec.validate(crop.shape)
+            except ValueError as err:
+                region_err, ok = str(err), False
+        self.region_msg.show_message(region_err)
+        if shape is not None and ok:
+            self.image_info.value = self._shape_line(layer, crop, spec)
+            cost = self._cost(crop, spec)
         else:
             self.image_info.value = ""
         try:
@@ -280,24 +364,36 @@ class RestoreWidget(Container):
         self.run_panel.set_ready(bool(ok))
         return bool(ok)
 
-    def _shape_line(self, layer, shape, spec) -> str:
+    def cropped_spec(self, crop: Crop):
+        """The operator of the fields for the region and frames only (the mask cut to them)."""
+        spec = self.operator.spec(self.input_shape())
+        if not crop.is_whole(self.input_shape()):
+            spec.mask = crop.crop_mask(spec.mask_array())
+        return spec
+
+    def _shape_line(self, layer, crop: Crop, spec) -> str:
         """Input and result sizes with every axis; a layer with more axes is restored plane by plane."""
-        full = tuple(int(n) for n in np.shape(layer.data))
-        t, h, w = spec.true_shape(shape)
+        shape = crop.shape
         ax = self.time_axis.value
+        full = [int(n) for n in np.shape(layer.data)]
+        full[ax], full[-2], full[-1] = shape
+        t, h, w = spec.true_shape(shape)
         result = list(full)
         result[ax], result[-2], result[-1] = t, h, w
         letters = ["T" if i == ax else "Y" if i == len(full) - 2 else "X" if i == len(full) - 1 else "Z" for i in range(len(full))]
         planes = len(plane_names(full, ax))
         by = f"; {planes} planes, restored one after the other" if planes > 1 else ""
-        return (f"{' × '.join(map(str, full))} ({' × '.join(letters)}) → result {' × '.join(map(str, result))}{by}")
+        part = "" if crop.is_whole(self.input_shape()) else (
+            f"frames {crop.t0}–{crop.t1 - 1}, rows {crop.y0}–{crop.y1 - 1}, columns {crop.x0}–{crop.x1 - 1}: ")
+        return (f"{part}{' × '.join(map(str, full))} ({' × '.join(letters)}) → result "
+                f"{' × '.join(map(str, result))}{by}")
 
-    def _cost(self, shape, spec):
+    def _cost(self, crop: Crop, spec):
         """The cost estimate and the warnings that make Restore ask first."""
         from ..windows import DEFAULT_WINDOW
 
-        full = np.shape(self.image.value.data)
-        stacks = max(1, math.prod(full) // math.prod(shape))
+        shape = crop.shape
+        stacks = max(1, math.prod(np.shape(self.image.value.data)) // math.prod(self.input_shape()))
         kernel = spec.temporal_kernel()
         cost = estimate_cost(spec.true_shape(shape), stacks, steps=max(1, self.steps.value),
                              samples=max(1, self.samples.value), window=DEFAULT_WINDOW,
@@ -353,11 +449,14 @@ class RestoreWidget(Container):
         from ..restore import iter_restore
 
         layer = self.image.value
-        spec = self.operator.spec(self.input_shape())
+        crop = self.crop()
+        spec = self.cropped_spec(crop)
         kwargs = self.restore_kwargs()
-        self._run = {"layer": layer, "spec": spec, "kwargs": kwargs, "acquisition": self._acquisition()}
+        data = layer.data if crop.is_whole(self.input_shape()) else layer.data[crop.slices(np.ndim(layer.data), kwargs["time_axis"])]
+        self._run = {"layer": layer, "spec": spec, "kwargs": kwargs, "acquisition": self._acquisition(), "crop": crop,
+                     "data_shape": np.shape(data)}
         self._worker = create_worker(
-            guarded, iter_restore, layer.data, spec, **kwargs, _start_thread=False, _ignore_errors=True
+            guarded, iter_restore, data, spec, **kwargs, _start_thread=False, _ignore_errors=True
         )
         self._worker.yielded.connect(self._on_step)
         self._worker.returned.connect(self._on_result)
@@ -401,7 +500,7 @@ class RestoreWidget(Container):
     def _on_step(self, info: dict) -> None:
         windows = info.get("windows") or 1
         extra = f"temporal window {info.get('window', 0) + 1} of {windows}" if windows > 1 else ""
-        planes = self._run.setdefault("planes", plane_names(np.shape(self._run["layer"].data), self._run["kwargs"]["time_axis"],
+        planes = self._run.setdefault("planes", plane_names(self._run["data_shape"], self._run["kwargs"]["time_axis"],
                                                             getattr(self._run["layer"], "axis_labels", None)))
         if planes:
             k = int(info.get("stack", 0))
@@ -437,9 +536,13 @@ class RestoreWidget(Container):
 
     def _geometry(self):
         spec = self._run["spec"]
-        return result_geometry(
-            self._run["layer"], self._run["kwargs"]["time_axis"], spec.temporal_subsample, spec.downsample
-        )
+        layer, ax, crop = self._run["layer"], self._run["kwargs"]["time_axis"], self._run["crop"]
+        scale, translate = result_geometry(layer, ax, spec.temporal_subsample, spec.downsample)
+        translate = list(translate)  # the region's first frame and pixel, in the layer's world units
+        translate[ax] += crop.t0 * float(layer.scale[ax])
+        translate[-2] += crop.y0 * float(layer.scale[-2])
+        translate[-1] += crop.x0 * float(layer.scale[-1])
+        return scale, tuple(translate)
 
     def _remove_preview(self) -> None:
         if self._preview_layer is not None and self._preview_layer in self._viewer.layers:
@@ -456,6 +559,7 @@ class RestoreWidget(Container):
                 "source_layer": layer.name,
                 "source_scale": list(layer.scale),
                 "source_translate": list(layer.translate),
+                "source_region": self._run["crop"].record(),
                 **({"acquisition": self._run["acquisition"]} if self._run["acquisition"] else {}),
             }
         )
