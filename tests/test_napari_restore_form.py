@@ -250,3 +250,26 @@ def test_the_current_view_sets_the_region(make_napari_viewer, stack, tiny_prior)
     crop = w.crop()
     assert 8 <= crop.shape[1] < 128 and crop.y0 <= 64 < crop.y1 and crop.x0 <= 64 < crop.x1
     assert f"rows {crop.y0}–{crop.y1 - 1}" in w.image_info.value
+
+
+def test_a_new_run_closes_the_previous_runs_toasts(make_napari_viewer, qtbot, stack, tiny_prior):
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from napari.utils.notifications import show_info
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(stack, name="cells")
+    w = dock_restore(viewer, tiny_prior)
+    window = viewer.window._qt_window
+    show_info("Restore time-lapse cancelled.")  # what a cancelled run leaves
+    show_info("Something else")
+    qtbot.waitUntil(lambda: len(window.findChildren(NapariQtNotification)) >= 2, timeout=5000)
+
+    def visible(text):
+        return [t for t in window.findChildren(NapariQtNotification) if t.isVisible() and text in t.message.text()]
+
+    assert visible("cancelled")
+    w.steps.value, w.noise.value = 1, "2"
+    click(w)
+    qtbot.waitUntil(lambda: not visible("cancelled"), timeout=5000)
+    assert visible("Something else")  # other toasts are left alone
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120_000)
