@@ -84,6 +84,12 @@ def test_typed_values_are_reported_and_block_restore_never_clamped(make_napari_v
     assert w._worker is None
     type_into(qtbot, w.steps, "20")
     assert w.sampler_msg.text == "" and w.run_panel.button.enabled
+    w.advanced.value = True
+    type_into(qtbot, w.eta, "2")
+    assert w.eta.value == 2 and "η (stochasticity) must be 0.0 … 1.0" in w.sampler_msg.text
+    type_into(qtbot, w.eta, "0.15")
+    type_into(qtbot, w.seed, "-1")
+    assert w.seed.value == -1 and "Seed must be" in w.sampler_msg.text and not w.run_panel.button.enabled
 
 
 def test_cost_is_shown_and_a_run_beyond_the_machine_asks_first(make_napari_viewer, stack, tiny_prior):

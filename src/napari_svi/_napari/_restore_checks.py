@@ -17,8 +17,10 @@ import numpy as np
 
 #: Allowed ranges of the sampler fields (the spin boxes accept more, so that a typed value is
 #: reported, not silently clamped).
-LIMITS = {"steps": (1, 1000), "cg_steps": (0, 200), "samples": (1, 64), "preview_every": (0, 1000)}
-LABELS = {"steps": "Steps", "cg_steps": "CG steps", "samples": "Posterior samples", "preview_every": "Live preview every"}
+LIMITS = {"steps": (1, 1000), "cg_steps": (0, 200), "samples": (1, 64), "preview_every": (0, 1000),
+          "eta": (0.0, 1.0), "seed": (0, 2**31 - 2)}
+LABELS = {"steps": "Steps", "cg_steps": "CG steps", "samples": "Posterior samples", "preview_every": "Live preview every",
+          "eta": "η (stochasticity)", "seed": "Seed"}
 
 # seconds per network evaluation per megapixel (including the CG solve), from the speed benchmarks
 SECONDS_PER_MEGAPIXEL_NFE = {"cpu": 16.0, "cuda": 0.04}

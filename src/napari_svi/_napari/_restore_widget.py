@@ -131,7 +131,7 @@ class RestoreWidget(Container):
         self.advanced = CheckBox(text="Show advanced settings (η, CG steps, seed, device, preview)", value=False)
         self.cost_info = Label(value="")
         self.run_panel = RunPanel("Restore", self._start, self._cancel)
-        open_ranges(self.steps, self.cg_steps, self.samples, self.preview_every)  # checked, never clamped
+        open_ranges(self.steps, self.cg_steps, self.samples, self.preview_every, self.eta, self.seed)  # checked, not clamped
         super().__init__(
             widgets=[
                 self.image,
@@ -175,8 +175,8 @@ class RestoreWidget(Container):
         self._frames_of = None  # the layer whose frame count the frame range was set for
         self._viewer.camera.events.center.connect(self._on_view)
         self._viewer.camera.events.zoom.connect(self._on_view)
-        for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples,
-                  self.preview_every, self.device, self.region, self.first_frame, self.last_frame):
+        for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples, self.eta,
+                  self.seed, self.preview_every, self.device, self.region, self.first_frame, self.last_frame):
             w.changed.connect(self.validate)
         stop_worker_on_close(self, self._cancel)
         self._viewer.layers.events.inserted.connect(self.reset_choices)
@@ -356,7 +356,8 @@ class RestoreWidget(Container):
             self.prior_msg.show_message(str(err))
             ok = False
         limits = check_limits({"steps": self.steps.value, "samples": self.samples.value,
-                               "cg_steps": self.cg_steps.value, "preview_every": self.preview_every.value})
+                               "cg_steps": self.cg_steps.value, "preview_every": self.preview_every.value,
+                               "eta": self.eta.value, "seed": self.seed.value})
         self.sampler_msg.show_message(limits)
         ok &= limits is None
         self._cost_estimate = cost if ok else None
