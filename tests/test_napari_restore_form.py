@@ -279,3 +279,37 @@ def test_a_new_run_closes_the_previous_runs_toasts(make_napari_viewer, qtbot, st
     qtbot.waitUntil(lambda: not visible("cancelled"), timeout=5000)
     assert visible("Something else")  # other toasts are left alone
     qtbot.waitUntil(lambda: w._worker is None, timeout=120_000)
+
+
+def test_cancel_removes_the_preview_without_a_full_garbage_collection(make_napari_viewer, qtbot, stack, tiny_prior,
+                                                                      monkeypatch):
+    import gc
+    import time
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(stack, name="cells")
+    w = dock_restore(viewer, tiny_prior)
+    w.steps.value, w.noise.value = 200, "none"
+    w.preview_every.value = 1  # set while folded away: the value counts all the same
+    collections = []  # (objects the collection had to walk: frozen or not, seconds)
+    real_collect = gc.collect
+
+    def spy(*args, **kwargs):
+        t0 = time.perf_counter()
+        n = real_collect(*args, **kwargs)
+        collections.append((gc.get_freeze_count() > 0, time.perf_counter() - t0))
+        return n
+
+    def on_step(info):
+        if info["step"] == 2:
+            monkeypatch.setattr(gc, "collect", spy)
+            click(w)  # Cancel
+
+    click(w)
+    w._worker.yielded.connect(on_step)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120_000)
+    monkeypatch.setattr(gc, "collect", real_collect)
+    assert [lay.name for lay in viewer.layers] == ["cells"]
+    assert collections, "napari ran no collection on removal: the test no longer measures what it should"
+    assert all(frozen for frozen, _ in collections), collections
+    print(f"collections during the removal: {[f'{1000 * s:.0f} ms' for _, s in collections]}")

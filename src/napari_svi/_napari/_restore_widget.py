@@ -39,6 +39,7 @@ from ._restore_checks import (
     open_ranges,
     pixel_box,
     plane_names,
+    remove_layer,
 )
 
 if TYPE_CHECKING:
@@ -547,7 +548,7 @@ class RestoreWidget(Container):
 
     def _remove_preview(self) -> None:
         if self._preview_layer is not None and self._preview_layer in self._viewer.layers:
-            self._viewer.layers.remove(self._preview_layer)
+            remove_layer(self._viewer, self._preview_layer)  # no half-second stall on cancel
         self._preview_layer = None
 
     def _on_result(self, result) -> None:
