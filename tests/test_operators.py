@@ -458,7 +458,7 @@ def test_spec_validate_names_the_parameter(parameter):
 
 def test_spec_validate_accepts_long_symmetric_kernel_and_lists_mask_shapes():
     OperatorSpec(temporal_psf="uniform:9").validate((3, 4, 4))
-    with pytest.raises(ValueError, match=r"\(H_m, W_m\) = \(4, 4\) or \(T_m, H_m, W_m\) = \(3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"4 x 4 \(Y x X, one mask for every frame\) or 3 x 4 x 4 \(T x Y x X\)"):
         OperatorSpec(mask=np.ones((4, 5))).validate((3, 4, 4))
     OperatorSpec(mask=np.ones((3, 4, 4))).validate((3, 4, 4))
     with pytest.raises(ValueError, match="downsample"):

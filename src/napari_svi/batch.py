@@ -125,11 +125,15 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
     _limit_threads()
     kwargs = sampler_kwargs(args)
     kwargs["device"] = _worker_device(kwargs["device"])
-    data, info, time_axis, axes = read_input(args.input, args.time_axis)
-    spec = operator_from_args(args)
-    out = Path(output_path)
-    to_zarr = out.suffix == ".zarr"
-    result = restore(data, spec, time_axis=time_axis, **kwargs, out=str(out) if to_zarr else None)
+    try:
+        data, info, time_axis, axes = read_input(args.input, args.time_axis)
+        spec = operator_from_args(args)
+        out = Path(output_path)
+        to_zarr = out.suffix == ".zarr"
+        result = restore(data, spec, time_axis=time_axis, **kwargs, out=str(out) if to_zarr else None)
+    except (ValueError, FileNotFoundError) as err:
+        # bad input fails the same way every time: reported, not raised, so that Dask does not retry it
+        return {"error": str(err), "seconds": round(time.perf_counter() - t0, 2)}
     px = info.pixel_size_um
     if px is not None and args.downsample > 1:
         px = (px[0] / args.downsample, px[1] / args.downsample)
@@ -144,7 +148,7 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
             default=str))
     else:
         if result.std is not None:
-            write_stack(out.with_name(out.stem + "_std.tif"), result.std, axes=axes, pixel_size_um=px,
+            write_stack(out.with_name(out.stem + "_std.tif"), result.std,  # checked by plan_item axes=axes, pixel_size_um=px,
                         frame_interval_s=interval, metadata={**meta, "content": "per-pixel posterior std"})
         write_stack(out, result.restored, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
     return {"seconds": round(time.perf_counter() - t0, 2), "device": result.metadata["device"]}
@@ -230,13 +234,22 @@ def add_parser(subparsers) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
+    from .cli_flags import operator_from_args
+    from .outputs import check_writable_folder
+
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     inputs = expand_inputs(args.inputs)
     params = parameters(args)
-    from .cli_flags import operator_from_args
-
     operator_from_args(args)  # bad operator flags fail here, before any cluster starts
+    for flag, value, least in (("--retries", args.retries, 0), ("--workers", args.workers, 1),
+                               ("--threads-per-worker", args.threads_per_worker, 1), ("--gpus-per-task", args.gpus_per_task, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--output-dir: {str(out_dir)!r} is a file; name a folder")
+    check_summary_file(out_dir / SUMMARY_FILE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out_dir, "--output-dir")
     items = [Item(str(p), str(output_path(p, out_dir, args.output_format))) for p in inputs]
     outputs = [it.output for it in items]
     duplicates = sorted({o for o in outputs if outputs.count(o) > 1})
@@ -247,6 +260,10 @@ def run_batch(args: argparse.Namespace) -> int:
             raise ValueError(f"{it.input}: the output would overwrite the input; choose another --output-dir")
         if not args.overwrite and recorded_parameters(Path(it.output)) == params:
             it.status, it.message = "skipped", "output exists with the same parameters"
+            continue
+        problem = plan_item(it, inputs, args)
+        if problem:
+            it.status, it.message = "failed", problem
         elif args.overwrite and Path(it.output).exists():
             _remove(Path(it.output))
     argv = _forwarded_flags(args)
@@ -281,7 +298,12 @@ def _run_on_cluster(todo: list[Item], params: dict, argv: list[str], args) -> No
             futures[future] = it
         for future in as_completed(futures):
             it = futures[future]
-            if future.status == "finished":
+            if future.status == "finished" and "error" in future.result():
+                report = future.result()
+                it.status, it.seconds, it.message = "failed", report["seconds"], report["error"]
+                print(f"napari-svi batch: {it.input} failed (not retried: the same input fails again): "
+                      f"{it.message}", file=sys.stderr)
+            elif future.status == "finished":
                 report = future.result()
                 it.status, it.seconds, it.message = "done", report["seconds"], f"on {report['device']}"
             else:
@@ -292,6 +314,61 @@ def _run_on_cluster(todo: list[Item], params: dict, argv: list[str], args) -> No
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def plan_item(it: Item, inputs: list[Path], args: argparse.Namespace) -> str:
+    """Why this input cannot be restored to its output, found before any work (``""`` when it can).
+
+    The input must be readable (a TIFF's header, a zarr store's metadata); its output and side file
+    (``_std.tif`` with several samples) must not be an input, must not exist unless ``--overwrite``
+    (a zarr store napari-svi wrote is resumed), and an existing zarr store that napari-svi did not
+    write is never replaced.
+    """
+    from .outputs import check_outputs, side_path
+
+    try:
+        probe_input(Path(it.input))
+        out = Path(it.output)
+        outputs = [out] + ([side_path(out, "std")] if args.samples > 1 and out.suffix != ".zarr" else [])
+        others = [Path(p) for p in (args.mask,) if p]
+        check_outputs(outputs, [*inputs, *others], overwrite=args.overwrite, zarr_ok=True, option="--output-dir")
+    except (ValueError, FileNotFoundError) as err:
+        return str(err)
+    return ""
+
+
+def probe_input(path: Path) -> None:
+    """Open ``path``'s header (TIFF) or metadata (zarr) without reading pixels; ``ValueError`` if unreadable."""
+    if path.suffix.lower() == ".zarr":
+        from .lazy import open_zarr
+
+        open_zarr(path)
+        return
+    import tifffile
+
+    from .io import _quiet_tifffile
+
+    try:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape if tif.series else ()
+    except Exception as err:  # tifffile raises many types for damaged files
+        raise ValueError(f"cannot read {path} as a TIFF (damaged or not a TIFF file): {err}") from None
+    if not shape or 0 in shape:
+        raise ValueError(f"cannot read {path} as a TIFF: it holds no pixels (an empty or damaged file)")
+
+
+def check_summary_file(path: Path) -> None:
+    """The summary is rewritten by every batch; a file of that name that a batch did not write is kept."""
+    if not path.exists():
+        return
+    try:
+        with open(path, newline="") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        first = ""
+    if path.is_dir() or first != ",".join(_SUMMARY_COLUMNS):
+        raise ValueError(f"--output-dir: {str(path)!r} exists and is not a batch summary; it is never replaced: "
+                         "move it or choose another --output-dir")
 
 
 def _local_layout(workers: int | None, threads: int | None, n_tasks: int) -> tuple[int, int]:
@@ -350,18 +427,38 @@ def summary_table(items: list[Item]) -> str:
     return "\n".join(lines)
 
 
+_SUMMARY_COLUMNS = ("input", "status", "seconds", "output", "message")
+
+
 def write_summary(items: list[Item], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["input", "status", "seconds", "output", "message"])
-        for it in items:
-            writer.writerow([it.input, it.status, it.seconds, it.output, it.message])
+    """Write the summary CSV atomically (a temporary file renamed), with the umask's permissions."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(list(_SUMMARY_COLUMNS))
+            for it in items:
+                writer.writerow([it.input, it.status, it.seconds, it.output, it.message])
+        from .io import _umask
+
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _remove(path: Path) -> None:
     import shutil
 
+    from .sinks import is_napari_svi_store
+
     if path.is_dir():
+        if not is_napari_svi_store(path):  # plan_item refused it already; never delete a user's folder
+            raise ValueError(f"{path} is not a zarr store written by napari-svi; it is never deleted")
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()

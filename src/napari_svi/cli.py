@@ -43,23 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-svi {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - no traceback reaches a user; NAPARI_SVI_DEBUG=1 shows it
+        if os.environ.get("NAPARI_SVI_DEBUG"):
+            raise
+        from .outputs import describe_error
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        print(f"napari-svi {args.command}: error: {describe_error(err)}", file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------- shared flags: napari_svi.cli_flags
 
 
-def _check_output(args) -> Path:
+def _check_output(args, side: tuple[str, ...] = (), zarr_ok: bool = False) -> Path:
+    """``-o`` and its side files ``OUT_<tag>.tif`` checked before the work (:mod:`napari_svi.outputs`)."""
+    from .outputs import check_outputs, input_paths, side_path
+
     out = Path(args.output)
-    if out.resolve() == Path(args.input).resolve():
-        raise ValueError("the output file must differ from the input: the input is never overwritten")
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise ValueError(f"output folder does not exist: {out.parent}")
+    check_outputs([out, *(side_path(out, tag) for tag in side)], input_paths(args),
+                  overwrite=args.overwrite, zarr_ok=zarr_ok)
     return out
 
 
@@ -89,19 +91,23 @@ def _run_degrade(args) -> int:
     from ._version import __version__
     from .degrade import degrade, random_mask
     from .io import read_input, write_stack
+    from .outputs import side_path
 
-    out = _check_output(args)
+    if args.missing_fraction is not None and args.mask is not None:
+        raise ValueError("give either --mask or --missing-fraction, not both")
+    # the mask is written next to the output, unless --mask already names that file
+    copy_mask = args.missing_fraction is not None or (
+        args.mask is not None and Path(args.mask).resolve() != side_path(args.output, "mask").resolve())
+    out = _check_output(args, side=("mask",) if copy_mask else ())
     data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     t, h, w = data.shape[time_axis], data.shape[-2], data.shape[-1]
     mask_path = None
     if args.missing_fraction is not None:
-        if args.mask is not None:
-            raise ValueError("give either --mask or --missing-fraction, not both")
         m_shape = spec.measurement_shape((t, h, w))
         spec.mask = random_mask(m_shape, args.missing_fraction, seed=args.seed)
-    if spec.mask is not None:
-        mask_path = out.with_name(out.stem + "_mask.tif")
+    if spec.mask is not None and copy_mask:
+        mask_path = side_path(out, "mask")  # checked with the output before the work
     measurement = degrade(data, spec, time_axis=time_axis, noise_sigma=args.noise_sigma,
                           poisson_peak=args.poisson_peak, seed=args.seed)
     px = info.pixel_size_um
@@ -109,7 +115,7 @@ def _run_degrade(args) -> int:
         px = (px[0] * args.downsample, px[1] * args.downsample)
     meta = {"napari_svi_version": __version__, "command": "degrade", "source": str(args.input),
             "operator": spec.to_dict(), "noise_sigma": args.noise_sigma, "poisson_peak": args.poisson_peak,
-            "seed": args.seed, "time_axis": time_axis, "mask_file": str(mask_path) if mask_path else None}
+            "seed": args.seed, "time_axis": time_axis, "mask_file": str(mask_path or args.mask) if (mask_path or args.mask) else None}
     if mask_path is not None:
         mask = (spec.mask_array() != 0).astype(np.uint8)
         write_stack(mask_path, mask, axes=("TYX" if mask.ndim == 3 else "YX"), pixel_size_um=px,
@@ -147,14 +153,8 @@ def _run_restore(args) -> int:
     from .restore import iter_restore
 
     to_zarr = is_zarr_path(args.output)
-    if to_zarr:  # an existing store is resumed (same parameters) or replaced (--overwrite)
-        out = Path(args.output)
-        if out.resolve() == Path(args.input).resolve():
-            raise ValueError("the output must differ from the input: the input is never overwritten")
-        if not out.parent.exists():
-            raise ValueError(f"output folder does not exist: {out.parent}")
-    else:
-        out = _check_output(args)
+    # an existing napari-svi store is resumed (same parameters) or replaced (--overwrite)
+    out = _check_output(args, side=("std",) if args.samples > 1 and not to_zarr else (), zarr_ok=True)
     data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     gen = iter_restore(data, spec, time_axis=time_axis, **sampler_kwargs(args),
@@ -189,7 +189,7 @@ def _run_restore(args) -> int:
     write_stack(out, result.restored, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
     written = [str(out)]
     if result.std is not None:
-        std_path = out.with_name(out.stem + "_std.tif")
+        std_path = out.with_name(out.stem + "_std.tif")  # checked with the output before the work
         write_stack(std_path, result.std.astype(np.float32), axes=axes, pixel_size_um=px,
                     frame_interval_s=interval, metadata={**meta, "content": "per-pixel posterior std"})
         written.append(str(std_path))
@@ -231,3 +231,7 @@ def _run_info(args) -> int:
     else:
         print("bundled prior 'default': missing from this installation")
     return 0
+
+
+if __name__ == "__main__":  # at the end: main() needs every helper above defined
+    raise SystemExit(main())

@@ -87,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes must be positive, got {args.minutes}")
     device = resolve_device(args.device)
+    from .outputs import check_prior_folder
+
+    out = check_prior_folder(args.output, args.images)
     images, sources = read_training_images(args.images, args.patch_size)
-    out = Path(args.output)
     progress = _Progress()
     started = time.perf_counter()
     with progress, _stop_on_ctrl_c(progress):

@@ -71,6 +71,8 @@ def percentile_scale(
         arr = _smoothed_frames(a, smooth, mask)
     else:
         arr = np.asarray(a) if not hasattr(a, "compute") else _subsample(a)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):  # a lazy stack is checked here, on its sample
+        raise ValueError(f"{name} contains NaN or infinite values; replace or mask them first")
     low, high = np.percentile(arr.astype(np.float64, copy=False), [lo_p, hi_p])
     if not high > low:
         low, high = float(np.min(arr)), float(np.max(arr))

@@ -9,8 +9,11 @@ and an existing file is replaced only by a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +48,9 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, StackInfo]:
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ValueError("it holds no image")
             series = tif.series[0]
             data = series.asarray()
             axes = series.axes
@@ -65,11 +70,52 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, StackInfo]:
                     parsed = json.loads(record)
                     if isinstance(parsed, dict) and "napari_svi" in parsed:
                         info.metadata = parsed["napari_svi"]
+                        data, info.axes = _recorded_shape(data, info.axes, parsed)
                 except (json.JSONDecodeError, TypeError):
                     pass
-    except (tifffile.TiffFileError, ValueError, OSError) as err:
-        raise ValueError(f"cannot read {path} as a TIFF: {err}") from err
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, struct.error) as err:
+        raise ValueError(f"cannot read {path} as a TIFF (damaged or not a TIFF file): {err}") from None
+    if data.size == 0:
+        raise ValueError(f"cannot read {path} as a TIFF: it holds no pixels (an empty or damaged file)")
     return data, info
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile logs every damaged page it skips; the caller reports one clear error instead."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _recorded_shape(data: np.ndarray, axes: str, record: dict) -> tuple[np.ndarray, str]:
+    """The shape and axes ``write_stack`` recorded: ImageJ files drop axes of size 1 (a single frame)."""
+    shape, rec_axes = record.get("shape"), record.get("axes")
+    if (isinstance(shape, list) and isinstance(rec_axes, str) and len(rec_axes) == len(shape)
+            and all(isinstance(n, int) for n in shape) and int(np.prod(shape)) == data.size):
+        return data.reshape(shape), rec_axes
+    return data, axes
+
+
+def samples_to_channels(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Colour samples (``S``, the RGB of an RGB TIFF) as a channel axis ``C`` before Y and X.
+
+    Every colour channel then is its own stack for the restore (and the result an ordinary
+    multi-channel stack, not an RGB image). Raises ``ValueError`` when the file also has ``C``.
+    """
+    if "S" not in axes or len(axes) != data.ndim:
+        return data, axes
+    if "C" in axes:
+        raise ValueError(f"the file has both channels (C) and colour samples (S), axes {axes!r}; "
+                         "save each channel as its own file")
+    i = axes.index("S")
+    data = np.moveaxis(data, i, -3)
+    rest = axes[:i] + axes[i + 1 :]
+    return data, rest[:-2] + "C" + rest[-2:]
 
 
 def _resolution_pixel_size(page, ij: dict) -> tuple[float, float] | None:
@@ -118,7 +164,8 @@ def write_stack(
         raise ValueError(f"axes {axes!r} do not match data with {data.ndim} dimensions")
     if not path.parent.exists():
         raise ValueError(f"output folder does not exist: {path.parent}")
-    record = json.dumps({"napari_svi": metadata or {}}, default=json_default)
+    # the shape and axes too: ImageJ readers drop axes of size 1, read_stack puts them back
+    record = json.dumps({"napari_svi": metadata or {}, "shape": list(data.shape), "axes": axes}, default=json_default)
     kwargs: dict = {}
     if pixel_size_um is not None:
         kwargs["resolution"] = (1.0 / pixel_size_um[1], 1.0 / pixel_size_um[0])
@@ -135,12 +182,27 @@ def write_stack(
             tifffile.imwrite(tmp, data, imagej=True, metadata=md, **kwargs)
         else:
             tifffile.imwrite(tmp, data, metadata={"axes": axes, "napari_svi": record}, photometric="minisblack", **kwargs)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); a result follows the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask; read from /proc where possible, since os.umask() sets it (racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _is_imagej_order(axes: str) -> bool:
@@ -176,7 +238,12 @@ def read_input(path, time_axis: int | None = None):
                          pixel_size_um=tuple(px) if px else None, frame_interval_s=record.get("frame_interval_s"))
     else:
         data, info = read_stack(path)
+        data, info.axes = samples_to_channels(data, info.axes)  # RGB: each colour its own stack
+    given = time_axis
     time_axis = time_axis if time_axis is not None else info.time_axis
+    if given is None and time_axis is not None and info.axes[time_axis] in "CS":
+        raise ValueError(f"{path} has axes {info.axes} {tuple(data.shape)}: no time axis, only colour channels "
+                         "(C); a time-lapse needs frames over time (give --time-axis if one axis is time)")
     if time_axis is None:
         raise ValueError(f"{path} has shape {data.shape}: a time-lapse needs a time axis and two image axes")
     if time_axis < 0:

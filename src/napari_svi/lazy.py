@@ -107,4 +107,8 @@ def read_frames(stack, frames: np.ndarray, rows: slice = slice(None), cols: slic
         block = stack[int(frames[0]) : int(frames[0]) + len(frames), rows, cols]
     else:
         block = stack[frames][:, rows, cols]
-    return np.asarray(block)
+    block = np.asarray(block)
+    if block.dtype.kind == "f" and not np.all(np.isfinite(block)):  # lazy input is checked as it is read
+        raise ValueError(f"data contains NaN or infinite values in frames {int(frames[0])}..{int(frames[-1])}; "
+                         "replace or mask them first")
+    return block

@@ -116,6 +116,12 @@ class _Restoration:
         n_stacks, t_m, h_m, w_m = self.stacks.shape
         spec.validate((t_m, h_m, w_m), true_frames)
         self.device = resolve_device(device)
+        # intensity scale and noise level of every stack, from its observed pixels (strided for lazy input);
+        # before the prior loads, so that constant data or a bad noise level are refused first
+        mask = spec.mask_array()
+        self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
+                                         mask=mask) for st in self.stacks]
+        sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
         prior_obj = _restoration_prior(prior, self.device, tile_size)
         self.plan: Plan = plan_restore(spec, (t_m, h_m, w_m), true_frames, window=window, overlap=window_overlap,
                                        margin=window_margin, memory_budget=budget, size_multiple=prior_obj.size_multiple)
@@ -125,11 +131,6 @@ class _Restoration:
             # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
             prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if self.device.type == "cpu" else None)
         self.prior = prior_obj
-        # intensity scale and noise level of every stack, from its observed pixels (strided for lazy input)
-        mask = self.plan.mask
-        self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
-                                         mask=mask) for st in self.stacks]
-        sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
         self.spec, self.sigmas = spec, sigmas
         self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]
         self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=None) if gamma == "global"

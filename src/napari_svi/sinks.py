@@ -37,6 +37,29 @@ from .lazy import RECORD_KEY, is_zarr_path
 
 PROGRESS_KEY = "napari_svi_progress"
 _PENDING = "_pending"
+#: What a restore's zarr group holds at its top level (zarr 2 and 3 metadata included).
+STORE_ENTRIES = frozenset({"restored", "std", "samples", _PENDING, "zarr.json", ".zgroup", ".zattrs", ".zmetadata"})
+
+
+def is_napari_svi_store(path) -> bool:
+    """``path`` is a zarr group that napari-svi wrote: a restore or progress record, and nothing else in it.
+
+    Only such a store may be replaced; a folder where anything else was put is kept.
+    """
+    p = Path(path)
+    if not p.is_dir() or p.is_symlink():
+        return False
+    if not {e.name for e in p.iterdir()} <= STORE_ENTRIES:
+        return False
+    try:
+        import zarr
+
+        attrs = dict(zarr.open_group(str(p), mode="r").attrs)
+    except Exception:  # not a zarr group, or unreadable: not ours
+        return False
+    return RECORD_KEY in attrs or PROGRESS_KEY in attrs
+
+
 #: Largest spatial chunk edge (pixels) of zarr outputs; one chunk per frame along time.
 MAX_CHUNK = 2048
 
@@ -240,6 +263,9 @@ def create_zarr_output(
     p = Path(path)
     if p.exists():
         if overwrite:
+            if not is_napari_svi_store(p):  # a user's folder or file is never deleted
+                raise ValueError(f"{p} exists and is not a zarr store written by napari-svi; it is never replaced, "
+                                 "even with overwrite: choose another output")
             _remove(p)
         else:
             try:

@@ -161,7 +161,7 @@ def train(
 
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ckpt = _read_checkpoint(ckpt_path, device)
         if _resume_key(ckpt["config"]) != _resume_key(_config_record(config)):
             raise ValueError(f"{ckpt_path} was made with other training settings; use a new folder or --no-resume")
         model.load_state_dict(ckpt["model"])
@@ -250,6 +250,23 @@ def _training_precision(precision: str, device: torch.device) -> torch.dtype | N
 
 def _config_record(config: TrainConfig) -> dict:
     return {"training": config.to_dict(), "unet": config.unet.to_dict()}
+
+
+def _read_checkpoint(path: Path, device) -> dict:
+    """The training checkpoint, or ``ValueError`` saying what to do (never torch's advice to unpickle it)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, damaged, or a pickle of other objects: torch raises several types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in first or "Weights only load failed" in first:
+            first = "it holds objects other than tensors"
+        raise ValueError(
+            f"{path} cannot be read as a training checkpoint ({first}); it may be truncated by a crash: "
+            "delete it, or pass --no-resume to start afresh"
+        ) from None
+    if not isinstance(ckpt, dict) or not {"config", "model", "ema", "optimizer", "step", "seconds"} <= set(ckpt):
+        raise ValueError(f"{path} is not a napari-svi training checkpoint; delete it, or pass --no-resume")
+    return ckpt
 
 
 def _resume_key(record: dict) -> dict:

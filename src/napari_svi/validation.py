@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: Largest magnitude accepted in float64 input: the solver computes in float32 (at most 3.4e38).
+MAX_MAGNITUDE = 1e30
+
 
 def check_stack(data, *, time_axis: int = 0, name: str = "data", check_values: bool = True):
     """Check that ``data`` is a non-empty, finite stack with a time axis and two image axes.
@@ -30,6 +33,13 @@ def check_stack(data, *, time_axis: int = 0, name: str = "data", check_values: b
     if check_values and not hasattr(arr, "compute") and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} contains {bad} NaN or infinite values; replace or mask them first")
+    if check_values and not hasattr(arr, "compute") and arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        largest = float(np.max(np.abs(arr)))
+        if largest > MAX_MAGNITUDE:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g}, beyond the {MAX_MAGNITUDE:.0e} that napari-svi's float32 "
+                "computation holds; scale the data down by a fixed factor first"
+            )
     return arr
 
 

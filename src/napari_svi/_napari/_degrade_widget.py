@@ -67,6 +67,9 @@ class DegradeWidget(Container):
                 self.run_panel,
             ]
         )
+        from ._restore_checks import make_scrollable
+
+        make_scrollable(self)  # the dock scrolls instead of growing the window
         self.image_info.native.setWordWrap(True)
         self._worker = None
         self._outcome = ""

@@ -130,6 +130,10 @@ class OperatorFields(Container):
         for w in widgets:
             if hasattr(w, "changed") and not isinstance(w, (Label, Image)):
                 w.changed.connect(self._changed)
+        from ._restore_checks import open_ranges
+
+        open_ranges(self.box_frames, self.temporal_sigma, self.exposure_ms, self.interval_ms, self.temporal_subsample,
+                    self.spatial_sigma, self.na, self.wavelength_nm, self.pixel_nm, self.downsample)  # checked, not clamped
         self._update_visibility()
 
     # ------------------------------------------------------------------ choices

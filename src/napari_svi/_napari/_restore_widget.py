@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
 from ..noise import parse_noise_sigma
 from ..priors.loading import DEFAULT_PRIOR_DIR
@@ -30,6 +30,18 @@ from ._common import (
     stop_worker_on_close,
 )
 from ._operator_fields import OperatorFields
+from ._restore_checks import (
+    Crop,
+    check_crop,
+    check_limits,
+    estimate_cost,
+    make_scrollable,
+    nonfinite_problem,
+    open_ranges,
+    pixel_box,
+    plane_names,
+    remove_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -75,6 +87,12 @@ class RestoreWidget(Container):
         self.time_axis = SpinBox(label="Time axis", value=0, min=0, max=0)
         self.image_msg = Message()
         self.image_info = Label(value="")
+        self.region = ComboBox(label="Region", choices=self._region_choices)
+        self.region.tooltip = "Restore a part first: the current view, or the first rectangle of a Shapes layer"
+        self.first_frame = SpinBox(label="First frame", value=0)
+        self.last_frame = SpinBox(label="Last frame", value=0)
+        self.region_msg = Message()
+        open_ranges(self.first_frame, self.last_frame)
         self.operator = OperatorFields(napari_viewer, restoring=True, on_change=self.validate)
         self.noise = LineEdit(label="Noise σ (data units)", value="auto")
         self.noise.tooltip = (
@@ -95,13 +113,21 @@ class RestoreWidget(Container):
         self.device = ComboBox(label="Device", choices=device_choices())
         self.preview_every = SpinBox(label="Live preview every", value=0, min=0, max=1000)
         self.preview_every.tooltip = "Show the current estimate every n steps as a temporary layer (0: off)"
+        self.sampler_msg = Message()
+        self.advanced = CheckBox(text="Show advanced settings (η, CG steps, seed, device, preview)", value=False)
+        self.cost_info = Label(value="")
         self.run_panel = RunPanel("Restore", self._start, self._cancel)
+        open_ranges(self.steps, self.cg_steps, self.samples, self.preview_every, self.eta, self.seed)  # checked, not clamped
         super().__init__(
             widgets=[
                 self.image,
                 self.time_axis,
                 self.image_msg,
                 self.image_info,
+                self.region,
+                self.first_frame,
+                self.last_frame,
+                self.region_msg,
                 self.operator,
                 self.noise,
                 self.noise_msg,
@@ -109,31 +135,100 @@ class RestoreWidget(Container):
                 self.prior_path,
                 self.prior_msg,
                 self.steps,
+                self.samples,
+                self.advanced,
                 self.eta,
                 self.cg_steps,
                 self.seed,
-                self.samples,
                 self.device,
                 self.preview_every,
+                self.sampler_msg,
+                self.cost_info,
                 self.run_panel,
             ]
         )
+        make_scrollable(self)  # three docks of this height do not fit a laptop screen
         self.image_info.native.setWordWrap(True)
+        self.cost_info.native.setWordWrap(True)
+        self._advanced_fields = (self.eta, self.cg_steps, self.seed, self.device, self.preview_every)
+        self.advanced.changed.connect(self._show_advanced)
+        self._show_advanced()
         self._worker = None
         self._outcome = ""
         self.restored_layer = self.uncertainty_layer = None
         self.image.changed.connect(self._on_image)
         self.time_axis.changed.connect(self._on_time_axis)
-        for w in (self.noise, self.prior, self.prior_path):
+        self._frames_of = None  # the layer whose frame count the frame range was set for
+        self._viewer.camera.events.center.connect(self._on_view)
+        self._viewer.camera.events.zoom.connect(self._on_view)
+        for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples, self.eta,
+                  self.seed, self.preview_every, self.device, self.region, self.first_frame, self.last_frame):
             w.changed.connect(self.validate)
         stop_worker_on_close(self, self._cancel)
         self._viewer.layers.events.inserted.connect(self.reset_choices)
         self._viewer.layers.events.removed.connect(self.reset_choices)
+        self._viewer.layers.events.removed.connect(self._on_image)  # a removed input leaves no stale line
+        self.native.destroyed.connect(self._disconnect_viewer)
         TRAINED_PRIORS.changed.connect(self.reset_choices)
         active = self._viewer.layers.selection.active
         if active is not None and active in self.image.choices:
             self.image.value = active
         self._on_image()
+
+    def _show_advanced(self, *_):
+        for w in self._advanced_fields:
+            w.visible = bool(self.advanced.value)
+
+    def _disconnect_viewer(self, *_):
+        self._viewer.layers.events.removed.disconnect(self._on_image)
+        self._viewer.camera.events.center.disconnect(self._on_view)
+        self._viewer.camera.events.zoom.disconnect(self._on_view)
+
+    def _on_view(self, *_):
+        if self.region.value == "view" and self._worker is None:
+            self.validate()
+
+    def _region_choices(self, _widget=None) -> list:
+        import napari
+
+        shapes = [(f"rectangle in {layer.name!r}", layer) for layer in self._viewer.layers
+                  if isinstance(layer, napari.layers.Shapes)]
+        return [("whole frames", "whole"), ("current view", "view"), *shapes]
+
+    def crop(self) -> Crop:
+        """Frames and pixels to restore, from the frame range and the region (ValueError says why not)."""
+        shape = self.input_shape()
+        t, h, w = shape
+        t0, t1 = int(self.first_frame.value), int(self.last_frame.value) + 1
+        choice = self.region.value
+        layer = self.image.value
+        if choice == "view":
+            corners = self._view_corners()
+            y0, y1, x0, x1 = pixel_box(corners, layer, shape)
+        elif choice in (None, "whole"):
+            y0, y1, x0, x1 = 0, h, 0, w
+        else:
+            if choice.ndim < 2 or len(choice.data) == 0:
+                raise ValueError(f"Draw a rectangle in {choice.name!r} (the first shape sets the region).")
+            vertices = np.asarray(choice.data[0], dtype=float)
+            world = vertices * np.asarray(choice.scale) + np.asarray(choice.translate)
+            y0, y1, x0, x1 = pixel_box(world[:, -2:], layer, shape)
+        crop = Crop(t0, t1, y0, y1, x0, x1)
+        problem = check_crop(crop, shape)
+        if problem:
+            raise ValueError(problem)
+        return crop
+
+    def _view_corners(self) -> np.ndarray:
+        """Corners (Y, X) of the canvas in world coordinates."""
+        try:
+            height, width = self._viewer.window._qt_viewer.canvas.size
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError("The current view is not available; draw a rectangle in a Shapes layer instead.") from None
+        zoom = float(self._viewer.camera.zoom)
+        cy, cx = (float(v) for v in self._viewer.camera.center[-2:])
+        hy, hx = height / 2 / zoom, width / 2 / zoom
+        return np.array([[cy - hy, cx - hx], [cy + hy, cx + hx]])
 
     # ------------------------------------------------------------------ choices
     def _image_layers(self, _widget=None) -> list:
@@ -159,11 +254,23 @@ class RestoreWidget(Container):
             if isinstance(record, dict):
                 self._prefill(record)
         self.operator.set_input(layer, self.time_axis.value)
+        self._reset_frames()
         self.validate()
 
     def _on_time_axis(self, *_):
         self.operator.set_input(self.image.value, self.time_axis.value)
+        self._reset_frames(force=True)
         self.validate()
+
+    def _reset_frames(self, force: bool = False) -> None:
+        """A new input layer: the frame range is all of its frames."""
+        layer = self.image.value
+        if (layer is self._frames_of and not force) or self.input_shape() is None:
+            return
+        self._frames_of = layer
+        with self.changed.blocked():
+            self.first_frame.value = 0
+            self.last_frame.value = self.input_shape()[0] - 1
 
     def _prefill(self, record: dict) -> None:
         """Take the forward model (and noise level) a measurement layer records, e.g. the sample's."""
@@ -197,16 +304,25 @@ class RestoreWidget(Container):
             image_err = "Multiscale layers are not supported: open the full-resolution level as its own layer."
         elif np.ndim(layer.data) < 3:
             image_err = f"A time-lapse needs a time axis and two image axes; {layer.name!r} is {np.ndim(layer.data)}-D."
+        else:
+            image_err = nonfinite_problem(layer.data)
         self.image_msg.show_message(image_err)
         shape = None if image_err else self.input_shape()
         ok = image_err is None
         ok &= self.operator.validate(shape)
+        cost = None
+        region_err = None
         if shape is not None and ok:
-            spec = self.operator.spec(shape)
-            t, h, w = spec.true_shape(shape)
-            extra = math.prod(np.shape(layer.data)) // math.prod(shape)
-            stacks = f" × {extra} stacks" if extra > 1 else ""
-            self.image_info.value = f"{shape[0]} × {shape[1]} × {shape[2]} (T × Y × X){stacks} → result {t} × {h} × {w}"
+            try:
+                crop = self.crop()
+                spec = self.cropped_spec(crop)
+                spec.validate(crop.shape)
+            except ValueError as err:
+                region_err, ok = str(err), False
+        self.region_msg.show_message(region_err)
+        if shape is not None and ok:
+            self.image_info.value = self._shape_line(layer, crop, spec)
+            cost = self._cost(crop, spec)
         else:
             self.image_info.value = ""
         try:
@@ -225,8 +341,72 @@ class RestoreWidget(Container):
         except ValueError as err:
             self.prior_msg.show_message(str(err))
             ok = False
+        limits = check_limits({"steps": self.steps.value, "samples": self.samples.value,
+                               "cg_steps": self.cg_steps.value, "preview_every": self.preview_every.value,
+                               "eta": self.eta.value, "seed": self.seed.value})
+        self.sampler_msg.show_message(limits)
+        ok &= limits is None
+        self._cost_estimate = cost if ok else None
+        self.cost_info.value = cost[0].describe() + "".join(" " + w for w in cost[1]) if ok and cost else ""
         self.run_panel.set_ready(bool(ok))
         return bool(ok)
+
+    def cropped_spec(self, crop: Crop):
+        """The operator of the fields for the region and frames only (the mask cut to them)."""
+        spec = self.operator.spec(self.input_shape())
+        if not crop.is_whole(self.input_shape()):
+            spec.mask = crop.crop_mask(spec.mask_array())
+        return spec
+
+    def _shape_line(self, layer, crop: Crop, spec) -> str:
+        """Input and result sizes with every axis; a layer with more axes is restored plane by plane."""
+        shape = crop.shape
+        ax = self.time_axis.value
+        full = [int(n) for n in np.shape(layer.data)]
+        full[ax], full[-2], full[-1] = shape
+        t, h, w = spec.true_shape(shape)
+        result = list(full)
+        result[ax], result[-2], result[-1] = t, h, w
+        letters = ["T" if i == ax else "Y" if i == len(full) - 2 else "X" if i == len(full) - 1 else "Z" for i in range(len(full))]
+        planes = len(plane_names(full, ax))
+        by = f"; {planes} planes, restored one after the other" if planes > 1 else ""
+        part = "" if crop.is_whole(self.input_shape()) else (
+            f"frames {crop.t0}–{crop.t1 - 1}, rows {crop.y0}–{crop.y1 - 1}, columns {crop.x0}–{crop.x1 - 1}: ")
+        return (f"{part}{' × '.join(map(str, full))} ({' × '.join(letters)}) → result "
+                f"{' × '.join(map(str, result))}{by}")
+
+    def _cost(self, crop: Crop, spec):
+        """The cost estimate and the warnings that make Restore ask first."""
+        from ..windows import DEFAULT_WINDOW
+
+        shape = crop.shape
+        stacks = max(1, math.prod(np.shape(self.image.value.data)) // math.prod(self.input_shape()))
+        kernel = spec.temporal_kernel()
+        cost = estimate_cost(spec.true_shape(shape), stacks, steps=max(1, self.steps.value),
+                             samples=max(1, self.samples.value), window=DEFAULT_WINDOW,
+                             margin=0 if kernel is None else len(kernel) - 1, device=self.device.value)
+        warnings = []
+        if kernel is not None and len(kernel) // 2 > shape[0] - 1:  # reaches beyond the mirrored stack
+            warnings.append(f"The temporal PSF spans {len(kernel)} frames, far more than the stack's {shape[0]}: "
+                            "most of it falls beyond the first and last frame.")
+        return cost, warnings
+
+    def _ask_first(self) -> str | None:
+        """What Restore must confirm before it starts (beyond the machine), or ``None``."""
+        estimate = getattr(self, "_cost_estimate", None)
+        if not estimate:
+            return None
+        cost, warnings = estimate
+        if not (cost.exceeds or warnings):
+            return None
+        return " ".join([cost.describe(), *warnings, "Start anyway?"])
+
+    def _confirm(self, question: str) -> bool:
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self.native, "Restore time-lapse", question,
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     # ------------------------------------------------------------------ run
     def restore_kwargs(self) -> dict:
@@ -247,24 +427,52 @@ class RestoreWidget(Container):
     def _start(self) -> None:
         if self._worker is not None or not self.validate():
             return
+        question = self._ask_first()
+        if question and not self._confirm(question):
+            self.run_panel.set_status("Not started.")
+            return
         from napari.qt.threading import create_worker
 
         from ..restore import iter_restore
 
         layer = self.image.value
-        spec = self.operator.spec(self.input_shape())
+        crop = self.crop()
+        spec = self.cropped_spec(crop)
         kwargs = self.restore_kwargs()
-        self._run = {"layer": layer, "spec": spec, "kwargs": kwargs, "acquisition": self._acquisition()}
+        data = layer.data if crop.is_whole(self.input_shape()) else layer.data[crop.slices(np.ndim(layer.data), kwargs["time_axis"])]
+        self._run = {"layer": layer, "spec": spec, "kwargs": kwargs, "acquisition": self._acquisition(), "crop": crop,
+                     "data_shape": np.shape(data)}
         self._worker = create_worker(
-            guarded, iter_restore, layer.data, spec, **kwargs, _start_thread=False, _ignore_errors=True
+            guarded, iter_restore, data, spec, **kwargs, _start_thread=False, _ignore_errors=True
         )
         self._worker.yielded.connect(self._on_step)
         self._worker.returned.connect(self._on_result)
         self._worker.errored.connect(self._on_error)
         self._worker.aborted.connect(self._on_aborted)
         self._worker.finished.connect(self._on_finished)
+        self._lock(True)
+        self._close_old_notifications()
         self.run_panel.started("Loading the prior and checking the data…")
         self._worker.start()
+
+    def _lock(self, running: bool) -> None:
+        """Fields are read-only while a run uses them, so that the form always matches its result."""
+        for w in self:
+            if w is not self.run_panel:
+                w.enabled = not running
+
+    def _close_old_notifications(self) -> None:
+        """Close this widget's earlier toasts ("cancelled", "failed"): they are about a previous run."""
+        try:
+            from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+            window = self._viewer.window._qt_window
+        except (ImportError, AttributeError):
+            return
+        for toast in window.findChildren(NapariQtNotification):
+            text = toast.message.text() if hasattr(toast.message, "text") else str(toast.message)
+            if "Restore time-lapse" in text:
+                toast.close()
 
     def _acquisition(self) -> dict | None:
         f = self.operator
@@ -279,6 +487,12 @@ class RestoreWidget(Container):
     def _on_step(self, info: dict) -> None:
         windows = info.get("windows") or 1
         extra = f"temporal window {info.get('window', 0) + 1} of {windows}" if windows > 1 else ""
+        planes = self._run.setdefault("planes", plane_names(self._run["data_shape"], self._run["kwargs"]["time_axis"],
+                                                            getattr(self._run["layer"], "axis_labels", None)))
+        if planes:
+            k = int(info.get("stack", 0))
+            plane = f"plane {k + 1} of {len(planes)} ({planes[k]})"
+            extra = f"{plane} · {extra}" if extra else plane
         self.run_panel.report(info["step"], info["total"], extra=extra)
         estimate = info.get("estimate")
         if estimate is not None:
@@ -309,13 +523,17 @@ class RestoreWidget(Container):
 
     def _geometry(self):
         spec = self._run["spec"]
-        return result_geometry(
-            self._run["layer"], self._run["kwargs"]["time_axis"], spec.temporal_subsample, spec.downsample
-        )
+        layer, ax, crop = self._run["layer"], self._run["kwargs"]["time_axis"], self._run["crop"]
+        scale, translate = result_geometry(layer, ax, spec.temporal_subsample, spec.downsample)
+        translate = list(translate)  # the region's first frame and pixel, in the layer's world units
+        translate[ax] += crop.t0 * float(layer.scale[ax])
+        translate[-2] += crop.y0 * float(layer.scale[-2])
+        translate[-1] += crop.x0 * float(layer.scale[-1])
+        return scale, tuple(translate)
 
     def _remove_preview(self) -> None:
         if self._preview_layer is not None and self._preview_layer in self._viewer.layers:
-            self._viewer.layers.remove(self._preview_layer)
+            remove_layer(self._viewer, self._preview_layer)  # no half-second stall on cancel
         self._preview_layer = None
 
     def _on_result(self, result) -> None:
@@ -328,6 +546,7 @@ class RestoreWidget(Container):
                 "source_layer": layer.name,
                 "source_scale": list(layer.scale),
                 "source_translate": list(layer.translate),
+                "source_region": self._run["crop"].record(),
                 **({"acquisition": self._run["acquisition"]} if self._run["acquisition"] else {}),
             }
         )
@@ -360,6 +579,9 @@ class RestoreWidget(Container):
             )
         seconds = result.metadata.get("seconds", self.run_panel.elapsed)
         self._outcome = f"Done in {seconds:.0f} s: added {restored.name!r}."
+        from napari.utils.notifications import show_info
+
+        show_info(f"Restore time-lapse done in {seconds:.0f} s: added {restored.name!r}.")
 
     def _on_error(self, err: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -376,6 +598,7 @@ class RestoreWidget(Container):
         show_info("Restore time-lapse cancelled.")
 
     def _on_finished(self) -> None:
+        self._lock(False)
         self.run_panel.stopped(self._outcome)
         self._outcome = ""
         self._worker = None

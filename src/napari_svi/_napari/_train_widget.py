@@ -106,6 +106,9 @@ class TrainWidget(Container):
                 self.run_panel,
             ]
         )
+        from ._restore_checks import make_scrollable
+
+        make_scrollable(self)  # the dock scrolls instead of growing the window
         self._worker = None
         self._stop_event: threading.Event | None = None
         for w in (self.images, self.out_dir, self.model_size, self.patch_size):

@@ -114,6 +114,38 @@ def add_parser(subparsers) -> None:
     s.set_defaults(func=run_speed_command)
 
 
+#: Packages of the ``benchmark`` extra: checked before any work, not after ten minutes of it.
+OPTIONAL_PACKAGES = {"matplotlib": "the PNG figures"}
+
+
+def check_optional_dependencies(command: str) -> None:
+    """``ValueError`` naming every missing package of the ``benchmark`` extra and how to install it."""
+    import importlib.util
+
+    missing = []
+    for name, purpose in OPTIONAL_PACKAGES.items():
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a module set to None, or one without a spec
+            found = False
+        if not found:
+            missing.append(f"{name} (for {purpose})")
+    if missing:
+        raise ValueError(f"benchmark {command} needs {', '.join(missing)}, which is not installed: "
+                         "pip install 'napari-svi[benchmark]'")
+
+
+def _check_report_folder(path: str) -> Path:
+    """``-o REPORT_DIR``: a folder (created with its parents) that can be written to."""
+    from ..outputs import check_writable_folder
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output: {str(out)!r} is a file; name a folder for the report")
+    out.mkdir(parents=True, exist_ok=True)
+    return check_writable_folder(out)
+
+
 def _set_threads(threads: int | None) -> None:
     import torch
 
@@ -151,8 +183,9 @@ def run_quality_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.peak_photons <= 0 or args.read_noise < 0:
         raise ValueError("--peak-photons must be > 0 and --read-noise >= 0")
+    check_optional_dependencies("quality")
     _set_threads(args.threads)
-    out = Path(args.output)
+    out = _check_report_folder(args.output)
     truth, data_record = _load_truth(args)
     device = resolve_device(args.device)
     needs_prior = any(m in ("svi", "independent") for m in args.methods)
@@ -241,7 +274,9 @@ def run_speed_command(args: argparse.Namespace) -> int:
     from .report import command_line, machine_info, write_speed_report
     from .speed import run_speed
 
+    check_optional_dependencies("speed")
     _set_threads(args.threads)
+    _check_report_folder(args.output)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if min(args.frames + args.sizes + [args.frames_size, args.size_frames, args.steps, args.max_pixels]) < 1:
         raise ValueError("frames, sizes, steps and --max-pixels must be positive")

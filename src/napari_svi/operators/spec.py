@@ -121,11 +121,18 @@ class OperatorSpec:
             path = Path(mask)
             if not path.is_file():
                 raise ValueError(f"mask: file not found: {str(path)!r}")
-            if path.suffix.lower() == ".npy":
-                return np.load(path, allow_pickle=False)
-            import tifffile
+            try:
+                if path.suffix.lower() == ".npy":
+                    arr = np.load(path, allow_pickle=False)
+                else:
+                    from ..io import read_stack
 
-            return tifffile.imread(path)
+                    arr = read_stack(path)[0]
+            except (ValueError, OSError) as err:
+                raise ValueError(f"mask: {err}") from None
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"mask: {str(path)!r} must hold numbers (nonzero = observed), got dtype {arr.dtype}")
+            return arr
         if isinstance(mask, torch.Tensor):
             return mask.detach().cpu().numpy()
         arr = np.asarray(mask)
@@ -237,8 +244,8 @@ class OperatorSpec:
         if mask is not None:
             if mask.shape not in ((h_m, w_m), (t_m, h_m, w_m)):
                 raise ValueError(
-                    f"mask must have shape (H_m, W_m) = {(h_m, w_m)} or (T_m, H_m, W_m) = {(t_m, h_m, w_m)} "
-                    f"(measurement resolution), got {mask.shape}"
+                    f"mask must have shape {h_m} x {w_m} (Y x X, one mask for every frame) or {t_m} x {h_m} x {w_m} "
+                    f"(T x Y x X) at the measurement's resolution, got {' x '.join(map(str, mask.shape))}"
                 )
             if mask.dtype.kind == "f" and not np.all(np.isfinite(mask)):
                 raise ValueError("mask contains NaN or infinite values; use 0 for missing and 1 for observed pixels")
