@@ -60,7 +60,7 @@ def test_gamma_on_tiles_uses_only_the_entries_a_tile_observes(nuclei, prior):
 
     spec = OperatorSpec(spatial_psf="gaussian:1.5")
     y = degrade(nuclei, spec, noise_sigma=3.0, seed=2)
-    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None)
+    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15)  # the eta of the release
 
     def last_gammas(**extra):
         return [info["gamma"] for info in iter_restore(y, spec, **kw, **extra) if info["i"] == kw["steps"] - 1]

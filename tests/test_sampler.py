@@ -232,3 +232,32 @@ def test_frames_without_data_are_interpolated_from_measured_neighbours():
     assert err < 0.05  # the prior's own share (1 / (1 + fill_weight)) is what remains
     assert err < 0.5 * float((without - ramp).abs()[1::2].mean())
     assert float((x - ramp).abs()[0::2].max()) < 1e-3  # measured frames match their data
+
+
+def test_regions_sum_and_expand_smoothly():
+    from napari_svi.sampler import Regions
+
+    regions = Regions((2, 1, 40, 40), (2, 1, 20, 20), region=20)  # 2x downsampling: 10-px regions in y
+    assert (regions.b, regions.nr, regions.nc) == (10, 2, 2)
+    a = torch.ones(2, 1, 20, 20)
+    assert torch.equal(regions.sums(a), torch.full((2, 2), 200.0, dtype=torch.float64))
+    w = regions.expand(torch.tensor([[1.0, 100.0], [1.0, 100.0]]))
+    assert w.shape == (1, 1, 20, 20)
+    assert w[0, 0, 5, 0] == pytest.approx(1.0) and w[0, 0, 5, -1] == pytest.approx(100.0)
+    assert torch.all(w[0, 0, 5, 1:] >= w[0, 0, 5, :-1] - 1e-4)  # no step at the region edge: monotone in between
+
+
+def test_regional_gamma_weighs_the_worse_half_more():
+    from napari_svi.noise import ResidualGamma
+    from napari_svi.operators import OperatorSpec
+    from napari_svi.sampler import Regions, regional_statistics
+
+    op = OperatorSpec(spatial_psf="gaussian:1").build((4, 1, 32, 64))
+    regions = Regions(op.in_shape, op.out_shape, region=32)
+    measured, trace = regional_statistics(op, regions, "cpu")
+    assert measured.shape == (1, 2) and torch.allclose(measured, torch.full((1, 2), 4 * 32 * 32.0, dtype=torch.float64))
+    residual = torch.zeros(op.out_shape)
+    residual[..., :32] = 0.1  # the left half of the estimate is far off, the right half fits
+    residual[..., 32:] = 0.01
+    g = ResidualGamma(0.01, region=32).regional(regions.sums(residual.square()), measured, trace)
+    assert g[0, 0] > 10 * g[0, 1]

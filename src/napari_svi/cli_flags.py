@@ -58,16 +58,8 @@ def noise_arg(text: str):
 
 
 def eta_arg(text: str) -> float | str:
-    """``--eta``: ``auto`` or a number in [0, 1]."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], not {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], not {text!r}")
-    return value
+    """``--eta``: ``auto`` or a number (its range, [0, 1], is checked by restore with the other settings)."""
+    return "auto" if text.strip().lower() == "auto" else float(text)
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ def residual_chi2(y01: np.ndarray | torch.Tensor, operator: LinearOperator, x01:
     x = torch.as_tensor(np.asarray(x01, np.float32) if not torch.is_tensor(x01) else x01).float()
     r = (y - operator.forward(x)).double()
     if observed is not None:
-        keep = torch.as_tensor(np.asarray(observed) if not torch.is_tensor(observed) else observed) != 0
+        keep = torch.as_tensor(np.array(observed) if not torch.is_tensor(observed) else observed) != 0
         keep = keep.expand_as(r)
         r = r[keep]
     m = r.numel()

@@ -168,13 +168,14 @@ def auto_eta(noise_sigma: float | None) -> float:
     return AUTO_ETA_NOISY if noise_sigma else AUTO_ETA_NOISELESS
 
 
-#: Region edge (true pixels) of ``gamma="auto"``; ``gamma="global"`` uses one gamma per piece.
+#: Region edge (true pixels) of ``gamma="regional"`` (``"auto"``: one gamma per piece). Measured on the
+#: suite's actin clip (96 px, box 5): 28.37 dB regional against 28.69 dB with one gamma, so not the default.
 GAMMA_REGION = 64
 
 
-def auto_gamma(noise_sigma: float | None, region: int | None = GAMMA_REGION) -> float | ResidualGamma:
-    """``gamma="auto"``: the noiseless normal equations (``inf``) without noise, else :class:`ResidualGamma`
-    per ``region`` x ``region`` pixels (``None``: one for the whole piece, ``gamma="global"``)."""
+def auto_gamma(noise_sigma: float | None, region: int | None = None) -> float | ResidualGamma:
+    """``gamma="auto"``: the noiseless normal equations (``inf``) without noise, else :class:`ResidualGamma`,
+    one for the whole piece or, with ``region`` (``gamma="regional"``), one per ``region`` x ``region`` pixels."""
     return math.inf if not noise_sigma else ResidualGamma(float(noise_sigma), region=region)
 
 

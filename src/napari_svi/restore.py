@@ -23,7 +23,7 @@ from ._version import __version__
 from .consistency import residual_chi2, verdict
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
-from .noise import auto_eta, auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
+from .noise import GAMMA_REGION, auto_eta, auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
@@ -74,8 +74,8 @@ def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, pre
     if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0.0 <= eta <= 1.0)):
         raise ValueError(f"eta must be 'auto' or a number in [0, 1], got {eta!r}")
     check_noise_sigma(noise_sigma)
-    if not (gamma in ("auto", "global") or (isinstance(gamma, (int, float)) and gamma > 0)):
-        raise ValueError(f"gamma must be 'auto', 'global' or a positive number (inf = noiseless form), got {gamma!r}")
+    if not (gamma in ("auto", "regional") or (isinstance(gamma, (int, float)) and gamma > 0)):
+        raise ValueError(f"gamma must be 'auto', 'regional' or a positive number (inf = noiseless form), got {gamma!r}")
     if isinstance(fill_unseen, bool) or not (isinstance(fill_unseen, (int, float)) and math.isfinite(fill_unseen)
                                              and fill_unseen >= 0):
         raise ValueError(f"fill_unseen must be a number >= 0 (0: off), got {fill_unseen!r}")
@@ -133,7 +133,7 @@ class _Restoration:
         self.prior = prior_obj
         self.spec, self.sigmas = spec, sigmas
         self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]
-        self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=None) if gamma == "global"
+        self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=GAMMA_REGION) if gamma == "regional"
                        else float(gamma) for sg in sigmas]
         t, (h, w) = self.plan.n_frames, self.plan.frame_shape
         out_shape = list(arr.shape)
@@ -284,10 +284,10 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         Standard deviation of the measurement noise in the data's units (for Poisson noise, its root
         mean square over the pixels); ``"auto"`` estimates it (:func:`~napari_svi.noise.estimate_noise_sigma`),
         ``None`` assumes noiseless data (solves the normal equations).
-    gamma : float, "auto" or "global"
+    gamma : float, "auto" or "regional"
         Data-consistency weight of the noisy CG form; ``"auto"`` sets it at every step from the
         noise level and the residual of the denoised estimate (:class:`~napari_svi.noise.ResidualGamma`),
-        one weight per region of 64 x 64 pixels (smoothly blended); ``"global"`` one per piece.
+        one for each piece; ``"regional"`` one per region of 64 x 64 pixels (smoothly blended).
     seed : int
         Seed; the same seed, input and device give the same result.
     samples : int
