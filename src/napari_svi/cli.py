@@ -2,7 +2,8 @@
 
 Each extra subcommand lives in its own module exposing ``add_parser(subparsers)``; the parser it
 adds sets ``func`` (called with the parsed namespace, returning an exit code). List the module in
-``_SUBCOMMAND_MODULES`` to register it.
+``_SUBCOMMAND_MODULES`` to register it. Only the module of the command being run is imported
+(the benchmark's imports PyTorch), so a command starts reporting within a second.
 """
 
 from __future__ import annotations
@@ -17,22 +18,40 @@ from pathlib import Path
 
 import numpy as np
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli", "napari_svi.batch")
+_SUBCOMMAND_MODULES: dict[str, str] = {
+    "train": "napari_svi.cli_train", "benchmark": "napari_svi.benchmark.cli", "batch": "napari_svi.batch"}
+
+DESCRIPTION = """Restore microscopy time-lapses blurred in time and space, undersampled or with missing pixels,
+with an image diffusion prior (SVI: Kwon & Ye, ICLR 2025).
+
+Run 'napari-svi COMMAND --help' for the options of one command. Example:
+  napari-svi restore movie.tif -o restored.tif --temporal-psf uniform:7"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-svi", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from . import __version__
+
+    return f"napari-svi {__version__}"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``napari-svi`` parser; with ``command`` (one of the subcommands) only that one's module is imported."""
+    parser = argparse.ArgumentParser(prog="napari-svi", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_degrade(sub)
     _add_restore(sub)
     _add_info(sub)
-    for name in _SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+    for name, module in _SUBCOMMAND_MODULES.items():
+        if command in (None, name) or command not in ("degrade", "restore", "info", "--version", *_SUBCOMMAND_MODULES):
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -42,10 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-svi {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 # ---------------------------------------------------------------- shared operator flags
@@ -145,7 +160,8 @@ def _add_degrade(sub) -> None:
     p.add_argument("--poisson-peak", type=float, default=None, help="Poisson noise: photons at the 99.9th percentile")
     p.add_argument("--missing-fraction", type=float, default=None,
                    help="make a random mask with this fraction of missing pixels (written next to the output)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and the random mask (default: 0)")
+    add_threads_flag(p)
     p.set_defaults(func=_run_degrade)
 
 
@@ -153,8 +169,10 @@ def _run_degrade(args) -> int:
     from . import __version__
     from .degrade import degrade, random_mask
     from .io import write_stack
+    from .threads import set_torch_threads
 
     out = _check_output(args)
+    set_torch_threads(args.threads, "--threads")
     data, info, time_axis, axes = _read_input(args)
     spec = operator_from_args(args)
     t, h, w = data.shape[time_axis], data.shape[-2], data.shape[-1]
@@ -207,11 +225,13 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
     p.add_argument("--eta", type=float, default=0.15, help="DDIM stochasticity (default: 0.15)")
     p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler's noise; the same seed, input and device give the same result (default: 0)")
     p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
     p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
+    add_threads_flag(p)
     g = p.add_argument_group("long and large stacks")
     g.add_argument("--window", type=int, default=16, metavar="FRAMES",
                    help="frames each temporal window keeps; 0 = the whole stack at once (default: 16)")
@@ -225,6 +245,24 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
                    help="cut frames into spatial tiles so one window's solver fits, e.g. 8GB (default: no limit)")
 
 
+def _threads_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """``--threads``: PyTorch's CPU threads, by default the cores this process may use."""
+    p.add_argument("--threads", type=_threads_arg, default=None, metavar="N",
+                   help="CPU threads of PyTorch (default: OMP_NUM_THREADS when set, else the CPU cores this process "
+                   "may use, from its CPU affinity and cgroup quota); on a machine shared with other jobs fewer "
+                   "threads are often faster")
+
+
 def sampler_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of :func:`napari_svi.restore.iter_restore` from the sampler flags."""
     return dict(
@@ -232,7 +270,7 @@ def sampler_kwargs(args: argparse.Namespace) -> dict:
         gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
         device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
         window=args.window or None, window_overlap=args.window_overlap, window_margin=args.window_margin,
-        tile_size=args.tile_size, memory_budget=args.memory_budget,
+        tile_size=args.tile_size, memory_budget=args.memory_budget, threads=args.threads,
     )
 
 
@@ -252,12 +290,62 @@ def _add_restore(sub) -> None:
     p.set_defaults(func=_run_restore)
 
 
-def _run_restore(args) -> int:
-    from tqdm import tqdm
+class RestoreProgress:
+    """The restore's progress bar on stderr: each stage from the first second, then every sampler step.
 
+    ``stage(name)`` names what runs now (reading, loading the prior, ...); ``report(info)`` takes a
+    report of :func:`napari_svi.restore.iter_restore`. The elapsed time counts from the start.
+    """
+
+    TEXT = {"loading prior": "loading the prior", "estimating noise": "estimating the noise",
+            "planning windows": "planning windows", "sampling": "sampling"}
+
+    def __init__(self, quiet: bool = False):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        self.stages: list[str] = []
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.stages.append(name)
+        self.bar.set_description_str(self.TEXT.get(name, name) + (f" {detail}" if detail else ""), refresh=True)
+
+    def report(self, info: dict) -> None:
+        if info["stage"] != "sampling":
+            self.stage(info["stage"])
+            return
+        if not self.stages or self.stages[-1] != "sampling":
+            self.stages.append("sampling")
+        if self.bar.total != info["total"]:
+            start = getattr(self.bar, "start_t", None)
+            self.bar.reset(total=info["total"])
+            if start is not None:
+                self.bar.start_t = start  # elapsed covers the whole run; the rate is from the steps
+        windows = info.get("windows") or 1
+        desc = "sampling" + (f", window {info['window'] + 1}/{windows}" if windows > 1 else "")
+        if self.bar.desc != desc:
+            self.bar.set_description_str(desc, refresh=False)
+        self.bar.update(info["step"] - self.bar.n)
+
+    def close(self, failed: bool = False) -> None:
+        if failed:
+            self.bar.leave = False  # an error message follows; do not leave a half bar above it
+        self.bar.close()
+
+
+def _run_restore(args) -> int:
+    progress = RestoreProgress(quiet=args.quiet)
+    try:
+        code = _restore_with_progress(args, progress)
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    return code
+
+
+def _restore_with_progress(args, progress: RestoreProgress) -> int:
     from .io import write_stack
     from .lazy import is_zarr_path
-    from .restore import iter_restore
 
     to_zarr = is_zarr_path(args.output)
     if to_zarr:  # an existing store is resumed (same parameters) or replaced (--overwrite)
@@ -268,22 +356,19 @@ def _run_restore(args) -> int:
             raise ValueError(f"output folder does not exist: {out.parent}")
     else:
         out = _check_output(args)
+    progress.stage("reading", Path(args.input).name)
     data, info, time_axis, axes = _read_input(args)
     spec = operator_from_args(args)
+    from .restore import iter_restore  # imports PyTorch: after the first report
+
     gen = iter_restore(data, spec, time_axis=time_axis, **sampler_kwargs(args),
                        out=str(out) if to_zarr else None, overwrite=args.overwrite)
-    bar = None
     try:
         while True:
-            step = next(gen)
-            if bar is None:
-                bar = tqdm(total=step["total"], desc="restore", unit="step", disable=args.quiet, file=sys.stderr)
-            bar.update(1)
+            progress.report(next(gen))
     except StopIteration as stop:
         result = stop.value
-    finally:
-        if bar is not None:
-            bar.close()
+    progress.stage("writing", out.name)
     px = info.pixel_size_um
     if px is not None and args.downsample > 1:
         px = (px[0] / args.downsample, px[1] / args.downsample)
@@ -296,6 +381,7 @@ def _run_restore(args) -> int:
         group.attrs["napari_svi"] = json.loads(json.dumps(
             {**meta, "axes": axes, "pixel_size_um": list(px) if px else None, "frame_interval_s": interval},
             default=str))
+        progress.close()
         print(f"wrote {out} (restored{', std, samples' if args.samples > 1 else ''}) in "
               f"{result.metadata['seconds']:.1f} s on {result.metadata['device']}")
         return 0
@@ -306,6 +392,7 @@ def _run_restore(args) -> int:
         write_stack(std_path, result.std.astype(np.float32), axes=axes, pixel_size_um=px,
                     frame_interval_s=interval, metadata={**meta, "content": "per-pixel posterior std"})
         written.append(str(std_path))
+    progress.close()
     print(f"wrote {', '.join(written)} in {result.metadata['seconds']:.1f} s on {result.metadata['device']}")
     return 0
 
@@ -344,3 +431,7 @@ def _run_info(args) -> int:
     else:
         print("bundled prior 'default': missing from this installation")
     return 0
+
+
+if __name__ == "__main__":  # python -m napari_svi.cli
+    raise SystemExit(main())

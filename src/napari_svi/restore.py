@@ -37,6 +37,7 @@ from .lazy import (
 from .operators import Crop, OperatorSpec
 from .priors.base import DiffusionPrior
 from .sampler import ResidualGamma, auto_gamma, gamma_record, svi_steps
+from .threads import set_torch_threads, usable_cores
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
 from .windows import (
     DEFAULT_WINDOW,
@@ -48,6 +49,14 @@ from .windows import (
     plan_windows,
     tile_for_budget,
 )
+
+#: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
+STAGES = ("loading prior", "estimating noise", "planning windows", "sampling")
+
+
+def _stage(name: str, windows: int) -> dict:
+    """The progress report at the start of a stage other than sampling (no step done yet)."""
+    return {"stage": name, "step": 0, "total": None, "estimate": None, "stack": None, "window": None, "windows": windows}
 
 
 class RestoreCancelled(Exception):
@@ -223,13 +232,17 @@ def iter_restore(
     memory_budget: int | str | None = None,
     out=None,
     overwrite: bool = False,
+    threads: int | None = None,
 ) -> Generator[dict, None, RestoreResult]:
     """Restore a time-lapse step by step; a generator that returns a :class:`RestoreResult`.
 
-    Everything is validated before the first yield. Each yield is ``{"step", "total", "estimate",
-    "stack", "window", "windows"}`` with ``estimate`` the current estimate (input units, true-stack
-    shape) every ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to
-    ``out``). Closing the generator cancels the restore. See :func:`restore` for the parameters.
+    Everything is validated before the first yield, which comes before any heavy work. Each yield
+    is ``{"stage", "step", "total", "estimate", "stack", "window", "windows"}``: ``stage`` goes
+    through :data:`STAGES` in order; one yield starts each stage before sampling (``step`` 0,
+    ``total`` None), then one follows every sampler step (``stage`` ``"sampling"``, ``step`` of
+    ``total``) with ``estimate`` the current estimate (input units, true-stack shape) every
+    ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to ``out``).
+    Closing the generator cancels the restore. See :func:`restore` for the parameters.
     """
     from .priors.loading import load_prior, resolve_device
     from .priors.tiling import TiledPrior
@@ -242,6 +255,7 @@ def iter_restore(
     _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma)
     check_positive_int(preview_every, "preview_every", minimum=0)
     window, window_overlap, budget = _check_windowing(window, window_overlap, window_margin, tile_size, memory_budget)
+    n_threads = set_torch_threads(threads)
     stacks, restore_axes = move_time_axis(arr, time_axis)
     n_stacks, t_m, h_m, w_m = stacks.shape
     spec.validate((t_m, h_m, w_m), true_frames)
@@ -252,6 +266,7 @@ def iter_restore(
                            window=window, overlap=window_overlap, margin=window_margin)
     solve_frames = max(len(p.solve) for p in windows)
     margin = default_margin(1 if kernel is None else kernel.size, spec.temporal_subsample) if window_margin is None else window_margin
+    yield _stage("loading prior", len(windows))
     dev = resolve_device(device)
     prior_obj = prior if isinstance(prior, DiffusionPrior) else load_prior(prior, dev, channels=1)
     prior_obj = prior_obj.to(dev).eval()
@@ -278,6 +293,7 @@ def iter_restore(
         prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if dev.type == "cpu" else None)
 
     # intensity scale and noise level of every stack, from the whole stack (strided for lazy input)
+    yield _stage("estimating noise", len(windows))
     scales: list[IntensityScale] = []
     sigmas: list[float | None] = []
     gammas: list[float | ResidualGamma] = []
@@ -326,7 +342,10 @@ def iter_restore(
         "tiles": [len(row_tiles), len(col_tiles)],
         "tile_size": tile_size,
         "memory_budget": budget,
+        "threads": n_threads,
+        "cpu_cores_usable": usable_cores(),
     }
+    yield _stage("planning windows", len(windows))
     sink, out_obj = _open_output(
         out, tuple(out_shape), time_axis=ax, lead_shape=lead_shape, samples=samples, frame_shape=(h, w),
         record=metadata, pending_frames=max(p.keep[1] - p.keep[0] for p in windows), overwrite=overwrite,
@@ -379,7 +398,7 @@ def iter_restore(
                             current = sink.values[s].copy()
                             current[k, a:b] = scales[k].from_unit(x01)
                             estimate = restore_axes(current)
-                        yield {"step": done, "total": total, "estimate": estimate, "stack": k,
+                        yield {"stage": "sampling", "step": done, "total": total, "estimate": estimate, "stack": k,
                                "window": wi, "windows": len(windows)}
         writer.add(k, wi, scales[k].from_unit(buffer))
         del buffer
@@ -466,9 +485,14 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         and gives an identical result), or any writable float array of the result's shape.
     overwrite : bool
         Replace an existing ``out`` store that holds a restore with other parameters.
+    threads : int, optional
+        PyTorch CPU threads (set with ``torch.set_num_threads`` for this process and recorded in
+        the metadata); default ``OMP_NUM_THREADS`` when set, else the cores this process may use
+        (its CPU affinity and cgroup quota; :func:`napari_svi.threads.default_threads`).
     callback : callable, optional
-        Receives ``{"step", "total", "estimate", "stack", "window", "windows"}`` after every step;
-        returning ``True`` cancels (raises :class:`RestoreCancelled`).
+        Receives ``{"stage", "step", "total", "estimate", "stack", "window", "windows"}`` at the
+        start of every stage and after every sampler step (see :func:`iter_restore`); returning
+        ``True`` cancels (raises :class:`RestoreCancelled`).
 
     Returns
     -------
@@ -495,6 +519,7 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
             info = next(gen)
             if callback is not None and callback(info) is True:
                 gen.close()
-                raise RestoreCancelled(f"restore cancelled after step {info['step']} of {info['total']}")
+                raise RestoreCancelled(f"restore cancelled after step {info['step']} of {info['total'] or '?'}"
+                                       f" ({info['stage']})")
     except StopIteration as stop:
         return stop.value
