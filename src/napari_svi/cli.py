@@ -298,24 +298,20 @@ class RestoreProgress:
     """
 
     TEXT = {"loading prior": "loading the prior", "estimating noise": "estimating the noise",
-            "planning windows": "planning windows", "sampling": "sampling"}
+            "planning windows": "planning windows"}
 
     def __init__(self, quiet: bool = False):
         from tqdm import tqdm
 
         self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
-        self.stages: list[str] = []
 
     def stage(self, name: str, detail: str = "") -> None:
-        self.stages.append(name)
         self.bar.set_description_str(self.TEXT.get(name, name) + (f" {detail}" if detail else ""), refresh=True)
 
     def report(self, info: dict) -> None:
-        if info["stage"] != "sampling":
+        if info["stage"] not in ("window", "sampling"):
             self.stage(info["stage"])
             return
-        if not self.stages or self.stages[-1] != "sampling":
-            self.stages.append("sampling")
         if self.bar.total != info["total"]:
             start = getattr(self.bar, "start_t", None)
             self.bar.reset(total=info["total"])
@@ -323,8 +319,8 @@ class RestoreProgress:
                 self.bar.start_t = start  # elapsed covers the whole run; the rate is from the steps
         windows = info.get("windows") or 1
         desc = "sampling" + (f", window {info['window'] + 1}/{windows}" if windows > 1 else "")
-        if self.bar.desc != desc:
-            self.bar.set_description_str(desc, refresh=False)
+        if getattr(self.bar, "desc", None) != desc:
+            self.bar.set_description_str(desc, refresh=info["stage"] == "window")
         self.bar.update(info["step"] - self.bar.n)
 
     def close(self, failed: bool = False) -> None:

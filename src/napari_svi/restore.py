@@ -51,7 +51,8 @@ from .windows import (
 )
 
 #: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
-STAGES = ("loading prior", "estimating noise", "planning windows", "sampling")
+#: "window" starts each temporal window (before its first step), "sampling" follows each step.
+STAGES = ("loading prior", "estimating noise", "planning windows", "window", "sampling")
 
 
 def _stage(name: str, windows: int) -> dict:
@@ -239,9 +240,10 @@ def iter_restore(
     Everything is validated before the first yield, which comes before any heavy work. Each yield
     is ``{"stage", "step", "total", "estimate", "stack", "window", "windows"}``: ``stage`` goes
     through :data:`STAGES` in order; one yield starts each stage before sampling (``step`` 0,
-    ``total`` None), then one follows every sampler step (``stage`` ``"sampling"``, ``step`` of
-    ``total``) with ``estimate`` the current estimate (input units, true-stack shape) every
-    ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to ``out``).
+    ``total`` None); then for every temporal window of every stack one yield ``"window"`` before
+    its first step (``step`` = the steps done so far, of ``total``), and one yield ``"sampling"``
+    after each sampler step, with ``estimate`` the current estimate (input units, true-stack shape)
+    every ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to ``out``).
     Closing the generator cancels the restore. See :func:`restore` for the parameters.
     """
     from .priors.loading import load_prior, resolve_device
@@ -360,6 +362,8 @@ def iter_restore(
     done = 0
     keep_index = [p.keep_in_solve for p in windows]
     for k, wi in todo:
+        yield {"stage": "window", "step": done, "total": total, "estimate": None, "stack": k, "window": wi,
+               "windows": len(windows)}
         piece = windows[wi]
         a, b = piece.keep
         buffer = np.zeros((samples, b - a, h, w), dtype=np.float32)

@@ -1,14 +1,15 @@
 """How many CPU threads PyTorch uses: the cores this process may run on, or what the user asked.
 
-PyTorch's own default counts every core of the machine, including those another job's CPU
-affinity or a container's CPU quota keep this process from, and an oversubscribed CPU is many
-times slower (a 16 x 128 x 128 restore: 305 s with two threads on a busy 2-core machine, 81 s
-with one). So the default here is the number of cores this process may use.
+PyTorch's own default counts the cores of the machine, including those this process's CPU
+affinity or its container's CPU quota keep it from, and an oversubscribed CPU is many times
+slower (issue 15: a 16 x 128 x 128 restore took 305 s with PyTorch's default threads on a busy
+2-core machine, 81 s with one). So the default here is the number of cores this process may use.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -16,9 +17,10 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
-    """The CPU quota of this process's cgroup (v2 ``cpu.max``, the tightest along its path) in cores.
+    """The CPU quota of this process's cgroup in cores: the tightest ``cpu.max`` along its cgroup v2
+    path (``/sys/fs/cgroup/cpu.max`` in a container), or cgroup v1's ``cpu.cfs_quota_us``.
 
-    ``None`` when there is no quota (``max``) or no cgroup v2 file to read.
+    ``None`` when there is no quota or no file to read.
     """
     folders = [root]
     try:
@@ -37,6 +39,13 @@ def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, proc_cgroup: Path = Path("/proc/
             continue
         if quota != "max" and float(period) > 0:
             limits.append(float(quota) / float(period))
+    try:  # cgroup v1, as a container sees it: -1 = no quota
+        quota_us = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = float((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            limits.append(quota_us / period_us)
+    except (OSError, ValueError):
+        pass
     return min(limits) if limits else None
 
 
@@ -64,7 +73,7 @@ def choose_threads(threads: int | None, name: str = "threads") -> int:
     """``threads`` checked (an integer >= 1), or :func:`default_threads` for ``None``."""
     if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"{name} must be None (the cores this process may use) or an integer >= 1, got {threads!r}")
     return int(threads)
 

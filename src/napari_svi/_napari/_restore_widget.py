@@ -1,8 +1,8 @@
 """Dock widget "Restore time-lapse": an image layer and the forward model in, a restored layer out.
 
 The widget only translates: layer + fields -> :func:`napari_svi.restore.iter_restore` in a napari
-``thread_worker`` (one yield per sampler step: progress, time left, an optional live preview,
-cancel within one step) -> "<name> restored" (and "<name> uncertainty" with several posterior
+``thread_worker`` (one yield per stage before sampling and per sampler step: progress, time left,
+an optional live preview, cancel within one step) -> "<name> restored" (and "<name> uncertainty" with several posterior
 samples) with the input's scale, translate and contrast limits and every parameter in
 ``layer.metadata["napari_svi"]``.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
 from ..priors.loading import DEFAULT_PRIOR_DIR
+from ..threads import default_threads
 from ._common import (
     TRAINED_PRIORS,
     Message,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 PRIOR_FOLDER, PRIOR_FILE = "__folder__", "__file__"
 PRIOR_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+STAGE_TEXT = {"loading prior": "Loading the prior…", "estimating noise": "Estimating the noise…",
+              "planning windows": "Planning windows…"}
 
 
 def parse_noise(text: str) -> float | str | None:
@@ -108,6 +111,10 @@ class RestoreWidget(Container):
         self.samples = SpinBox(label="Posterior samples", value=1, min=1, max=64)
         self.samples.tooltip = "More than 1: the result is their mean, plus an uncertainty layer (std per pixel)"
         self.device = ComboBox(label="Device", choices=device_choices())
+        self.threads = SpinBox(label="CPU threads", value=default_threads(), min=1, max=1024)
+        self.threads.tooltip = (
+            "PyTorch's CPU threads; default: the cores napari may use. On a machine busy with other work fewer are faster"
+        )
         self.preview_every = SpinBox(label="Live preview every", value=0, min=0, max=1000)
         self.preview_every.tooltip = "Show the current estimate every n steps as a temporary layer (0: off)"
         self.run_panel = RunPanel("Restore", self._start, self._cancel)
@@ -129,6 +136,7 @@ class RestoreWidget(Container):
                 self.seed,
                 self.samples,
                 self.device,
+                self.threads,
                 self.preview_every,
                 self.run_panel,
             ]
@@ -256,6 +264,7 @@ class RestoreWidget(Container):
             "seed": self.seed.value,
             "samples": self.samples.value,
             "device": self.device.value,
+            "threads": self.threads.value,
             "preview_every": self.preview_every.value,
         }
 
@@ -278,7 +287,7 @@ class RestoreWidget(Container):
         self._worker.errored.connect(self._on_error)
         self._worker.aborted.connect(self._on_aborted)
         self._worker.finished.connect(self._on_finished)
-        self.run_panel.started("Loading the prior and checking the data…")
+        self.run_panel.started("Checking the data…")
         self._worker.start()
 
     def _acquisition(self) -> dict | None:
@@ -292,6 +301,12 @@ class RestoreWidget(Container):
             self._worker.quit()
 
     def _on_step(self, info: dict) -> None:
+        stage = info.get("stage", "sampling")
+        if stage == "window" and info["step"] == 0:
+            stage = f"Step 0 / {info['total']} · sampling…"  # the first step: no time left to tell yet
+        if stage not in ("window", "sampling"):
+            self.run_panel.stage(STAGE_TEXT.get(stage, stage))
+            return
         windows = info.get("windows") or 1
         extra = f"temporal window {info.get('window', 0) + 1} of {windows}" if windows > 1 else ""
         self.run_panel.report(info["step"], info["total"], extra=extra)
