@@ -42,7 +42,7 @@ SOURCES = [
     ("Results > Quality: PSNR table (no times)", "napari-svi benchmark quality ... (see the README line)"),
     ("Results > GPU: restore seconds and GPU memory", "python3 -m napari_svi.benchmark.gpu --device cuda -o OUT "
      "(tools/gpu_session.sh; needs a CUDA GPU)"),
-    ("Walk-through: event-loop gaps", "xvfb-run -a python -m pytest -s tests/test_napari_restore.py -k responsive"),
+    ("Walk-through: event-loop gaps while restoring", "xvfb-run -a python benchmarks/event_loop.py"),
 ]
 
 
