@@ -174,13 +174,16 @@ def test_restore_adds_result_and_uncertainty_with_geometry_and_metadata(make_nap
     w.threads.value = 1
     steps_seen, stages_seen = [], []
 
-    def on_yield(info):
+    widget_on_step = w._on_step
+
+    def on_step(info):  # the widget's handler, then what it showed
+        widget_on_step(info)
         steps_seen.append((info["step"], info["total"]))
         stages_seen.append((info["stage"], w.run_panel.progress.native.format()))
 
+    w._on_step = on_step  # connected when the worker is made: sees the first report too
     click(w)
     assert w.run_panel.button.text == "Cancel" and not w.run_panel.progress.native.isHidden()
-    w._worker.yielded.connect(on_yield)  # connected after the widget's own handler: sees what it showed
     wait_done(qtbot, w)
     assert stages_seen[:4] == [("loading prior", "Loading the prior…"), ("estimating noise", "Estimating the noise…"),
                                ("planning windows", "Planning windows…"), ("window", "Step 0 / 6 · sampling…")]
