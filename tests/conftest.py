@@ -1,10 +1,15 @@
 """Shared fixtures: a tiny trained prior folder (trained here, in seconds) and a small real clip."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)  # CI has 2 cores; tests stay predictable and leave one for Xvfb/Qt
+# CI has 2 cores; tests stay predictable and leave one for Xvfb/Qt. restore() and the CLI take
+# their default threads from OMP_NUM_THREADS, so it is set too (also for worker processes).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

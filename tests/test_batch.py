@@ -52,9 +52,13 @@ def test_batch_on_a_local_cluster_of_two_processes(tmp_path, tiny_prior):
         rows = {r["input"]: r for r in csv.DictReader(f)}
     assert [r["status"] for r in rows.values()] == ["done", "done", "done", "failed"]
     assert "not a TIFF" in rows[str(src / "broken.tif")]["message"]
+    from napari_svi.io import read_stack
+    from napari_svi.threads import usable_cores
+
     for i in range(2):
-        restored = tifffile.imread(out / f"stack{i}_restored.tif")
+        restored, info = read_stack(out / f"stack{i}_restored.tif")
         assert restored.shape == (6, 16, 16) and restored.dtype == np.float32 and np.isfinite(restored).all()
+        assert info.metadata["threads"] == max(1, usable_cores() // 2)  # two worker processes share the cores
     group = zarr.open_group(str(out / "stack2_restored.zarr"), mode="r")
     assert group.attrs["napari_svi_progress"]["complete"] and not np.isnan(group["restored"][:]).any()
     assert group.attrs["napari_svi"]["batch_parameters"]["steps"] == 2
@@ -82,6 +86,19 @@ def test_planning_helpers(tmp_path):
     assert recorded_parameters(files[0]) is None  # a file without a batch record is never "done"
     table = summary_table([Item("a.tif", "a_restored.tif", "done", 1.5), Item("b.tif", "b_restored.tif", "failed", 0, "boom")])
     assert "1 done, 0 skipped, 1 failed" in table and "boom" in table
+
+
+def test_local_layout_shares_the_cores_among_the_stacks_that_run_at_once(monkeypatch):
+    import napari_svi.threads as threads
+    from napari_svi.batch import _local_layout, parameters
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    assert _local_layout(2, None, 10) == (2, 1, 4)  # 2 processes, one stack each at a time, 4 threads each
+    assert _local_layout(2, 2, 10) == (2, 2, 2)
+    assert _local_layout(16, None, 10) == (10, 1, 1)  # never more workers than stacks, at least one thread
+    assert _local_layout(2, None, 10, threads=3) == (2, 1, 3)  # --threads wins
+    args = cli.build_parser("batch").parse_args(["batch", "a.tif", "-o", "out", "--threads", "2"])
+    assert "threads" not in parameters(args)  # threads do not change the result: outputs are still skipped
 
 
 def test_bad_flags_fail_before_any_cluster_starts(tmp_path, capsys):

@@ -140,3 +140,85 @@ def test_noise_and_fill_flags_share_the_core_parsers():
     assert sampler_kwargs(parser.parse_args(["--fill-unseen", "0"]))["fill_unseen"] == 0.0
     with pytest.raises(SystemExit):
         parser.parse_args(["--noise-sigma", "-1"])
+
+
+def test_version_and_top_level_help_read_as_a_users(capsys):
+    from napari_svi import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"napari-svi {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "other modules" not in text and "subcommands" not in text
+    for command in ("degrade", "restore", "info", "train", "benchmark", "batch"):
+        assert f"\n    {command}" in text
+    assert "napari-svi restore movie.tif" in text  # an example
+
+
+def _all_parsers(parser, path=("napari-svi",)):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                assert choice.help and choice.help.strip(), f"{' '.join(path)} {choice.dest} has no help"
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help():
+    from napari_svi.cli import build_parser
+
+    parsers = list(_all_parsers(build_parser()))
+    names = {" ".join(path) for path, _ in parsers}
+    assert {"napari-svi restore", "napari-svi batch", "napari-svi benchmark quality", "napari-svi train"} <= names
+    for path, parser in parsers:
+        assert "``" not in (parser.description or ""), " ".join(path)
+        for action in parser._actions:
+            if action.help == "==SUPPRESS==" or action.__class__.__name__ == "_SubParsersAction":
+                continue
+            where = f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help.strip(), f"{where} has no help text"
+            assert "``" not in action.help, where
+    threads = {" ".join(path) for path, parser in parsers
+               if any("--threads" in a.option_strings for a in parser._actions)}
+    assert {"napari-svi restore", "napari-svi degrade", "napari-svi train", "napari-svi batch"} <= threads
+
+
+def test_restore_progress_shows_every_stage_from_the_start(tmp_path, clean_tif, tiny_prior_dir, capsys, monkeypatch):
+    """The bar names each stage before it runs: the first report comes before the input is read."""
+    import napari_svi.io as io
+
+    err_parts, seen_at_read = [], []
+    real_read = io.read_stack
+
+    def read_stack(*args, **kwargs):
+        err_parts.append(capsys.readouterr().err)
+        seen_at_read.append(err_parts[-1])
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(io, "read_stack", read_stack)
+    out = tmp_path / "restored.tif"
+    assert main(["restore", str(clean_tif), "-o", str(out), "--prior", str(tiny_prior_dir), "--steps", "2",
+                 "--temporal-psf", "uniform:3", "--window", "2", "--device", "cpu", "--threads", "1"]) == 0
+    err_parts.append(capsys.readouterr().err)
+    assert "reading clean.tif" in seen_at_read[0]
+    err = "".join(err_parts)
+    positions = [err.find(text) for text in ("reading clean.tif", "loading the prior", "estimating the noise",
+                                            "planning windows", "sampling, window 1/", "sampling, window 2/",
+                                            "writing restored.tif")]
+    assert -1 not in positions and positions == sorted(positions), (positions, err)
+    _, info = read_stack(out)
+    assert info.metadata["threads"] == 1 and info.metadata["cpu_cores_usable"] >= 1
+
+
+@pytest.mark.parametrize("command", ["restore", "degrade"])
+def test_threads_flag_is_checked(tmp_path, clean_tif, command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(clean_tif), "-o", str(tmp_path / "o.tif"), "--threads", "0"])
+    assert exit_.value.code == 2
+    assert "--threads: must be a whole number >= 1, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()

@@ -249,7 +249,7 @@ def test_load_psf_any_size_normalised_not_recentred(tmp_path):
     ],
 )
 def test_load_psf_errors(tmp_path, image, match):
-    tifffile.imwrite(tmp_path / "psf.tif", image)
+    tifffile.imwrite(tmp_path / "psf.tif", image, photometric="minisblack")  # a stack of planes, not RGB
     with pytest.raises(ValueError, match=match) as err:
         load_psf(tmp_path / "psf.tif")
     assert "spatial_psf" in str(err.value)

@@ -141,6 +141,7 @@ def test_zarr_output_resumes_to_the_identical_result(prior, tmp_path):
     steps = []
     resumed = restore(data, spec, out=str(tmp_path / "cut.zarr"), callback=steps.append, **kw)
     n_windows = resumed.metadata["windows"]
+    steps = [s for s in steps if s["stage"] == "sampling"]
     assert len(steps) == (n_windows - 2) * 2 * 3  # only the unfinished windows ran
     for name in ("restored", "std", "samples"):
         np.testing.assert_array_equal(getattr(resumed, name)[:], getattr(full, name)[:])
@@ -149,7 +150,7 @@ def test_zarr_output_resumes_to_the_identical_result(prior, tmp_path):
     # a finished store with the same parameters: nothing to do; other parameters: refused
     again = []
     restore(data, spec, out=str(tmp_path / "cut.zarr"), callback=again.append, **kw)
-    assert again == []
+    assert [s["stage"] for s in again] == ["loading prior", "estimating noise", "planning windows"]
     with pytest.raises(ValueError, match="other parameters.*seed"):
         restore(data, spec, out=str(tmp_path / "cut.zarr"), **{**kw, "seed": 1})
     restore(data, spec, out=str(tmp_path / "cut.zarr"), overwrite=True, **{**kw, "seed": 1})
@@ -160,6 +161,8 @@ def test_progress_preview_and_cancel(prior):
     seen = []
     result = restore(data, None, prior=prior, window=8, preview_every=2, callback=seen.append, **KW)
     windows = result.metadata["windows"]
+    assert [s["stage"] for s in seen[:3]] == ["loading prior", "estimating noise", "planning windows"]
+    seen = [s for s in seen if s["stage"] == "sampling"]
     assert [s["step"] for s in seen] == list(range(1, windows * 3 + 1))
     assert all(s["total"] == windows * 3 for s in seen)
     previews = [s["estimate"] for s in seen if s["estimate"] is not None]
@@ -200,6 +203,63 @@ def test_bad_input_is_rejected_before_heavy_work(data, kwargs, message):
         return
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_stages_are_reported_in_order_and_before_their_work(tiny_prior_dir, monkeypatch):
+    """The first report comes before the prior is loaded; each stage is reported before its work runs."""
+    import napari_svi.noise as noise_module
+    import napari_svi.priors.loading as loading
+
+    events = []
+    real_load, real_estimate = loading.load_prior, noise_module.estimate_noise_sigma
+
+    def load_prior(*args, **kwargs):
+        events.append("work: load prior")
+        return real_load(*args, **kwargs)
+
+    def estimate_noise_sigma(*args, **kwargs):
+        events.append("work: estimate noise")
+        return real_estimate(*args, **kwargs)
+
+    def prior_forward(self, *args, **kwargs):
+        if events[-1] != "work: network":
+            events.append("work: network")
+        return real_predict(self, *args, **kwargs)
+
+    from napari_svi.priors.tiling import TiledPrior
+
+    real_predict = TiledPrior.predict_noise
+    monkeypatch.setattr(loading, "load_prior", load_prior)
+    monkeypatch.setattr(noise_module, "estimate_noise_sigma", estimate_noise_sigma)
+    monkeypatch.setattr(TiledPrior, "predict_noise", prior_forward)
+
+    def report(info):
+        stage = info["stage"]
+        if not events or events[-1] != f"stage: {stage}":
+            events.append(f"stage: {stage}")
+
+    result = restore(_stack(t=20), OperatorSpec(temporal_psf="uniform:3"), prior=str(tiny_prior_dir), window=8,
+                     steps=2, noise_sigma="auto", device="cpu", callback=report)
+    # the noise is estimated before the prior loads: bad data are refused before the heavy work
+    assert events[:7] == ["stage: estimating noise", "work: estimate noise", "stage: loading prior", "work: load prior",
+                          "stage: planning windows", "stage: window", "work: network"]
+    assert events[7:10] == ["stage: sampling", "work: network", "stage: sampling"]  # step 1 reported, step 2
+    assert events.count("stage: window") == result.metadata["windows"] > 1
+
+
+def test_threads_are_set_checked_and_recorded(prior, monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        result = restore(_stack(t=8), None, prior=prior, window=None, threads=2, **KW)
+        assert result.metadata["threads"] == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert restore(_stack(t=8), None, prior=prior, window=None, **KW).metadata["threads"] == 1
+        assert torch.get_num_threads() == 1
+        assert result.metadata["cpu_cores_usable"] >= 1
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="threads must be None .* or an integer >= 1, got 0"):
+        restore(_stack(t=8), None, prior=ExplodingPrior(0.0, 0.5, alphas_cumprod("linear")), threads=0, **KW)
 
 
 def test_metadata_is_json_and_complete(prior):

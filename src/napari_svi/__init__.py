@@ -6,25 +6,51 @@ by all frames) and a few conjugate-gradient steps over the whole spatio-temporal
 denoising step. This package is the Qt-free core; the napari plugin lives in ``napari_svi._napari``.
 """
 
-from ._version import __version__
-from .degrade import degrade
-from .io import read_stack, write_stack
-from .operators import OperatorSpec
-from .priors.loading import load_prior
-from .restore import RestoreCancelled, RestoreResult, iter_restore, restore
-from .training import TrainConfig, train
+import importlib
+import sys
+import types
 
-__all__ = [
-    "__version__",
-    "OperatorSpec",
-    "RestoreCancelled",
-    "RestoreResult",
-    "TrainConfig",
-    "degrade",
-    "iter_restore",
-    "load_prior",
-    "read_stack",
-    "restore",
-    "train",
-    "write_stack",
-]
+from ._version import __version__
+
+# The public names are imported on first use, so that ``import napari_svi.cli`` (the command line)
+# does not import PyTorch before it can report anything.
+_EXPORTS = {
+    "OperatorSpec": ".operators",
+    "RestoreCancelled": ".restore",
+    "RestoreResult": ".restore",
+    "TrainConfig": ".training",
+    "degrade": ".degrade",
+    "iter_restore": ".restore",
+    "load_prior": ".priors.loading",
+    "read_stack": ".io",
+    "restore": ".restore",
+    "train": ".training",
+    "write_stack": ".io",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing the submodule ``napari_svi.restore`` keeps the function
+    :func:`napari_svi.restore` as the package's attribute (the import system would set the module)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == "." + name:
+            value = getattr(value, name)  # the submodule napari_svi.restore, fully run: its function
+        super().__setattr__(name, value)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})
+
+
+sys.modules[__name__].__class__ = _Package

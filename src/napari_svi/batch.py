@@ -75,7 +75,8 @@ def parameters(args: argparse.Namespace) -> dict:
     from .cli_flags import operator_from_args, sampler_kwargs
 
     kwargs = sampler_kwargs(args)
-    kwargs.pop("device")  # the device does not change what is computed
+    kwargs.pop("device")  # the device and the CPU threads do not change what is computed
+    kwargs.pop("threads")
     spec = operator_from_args(args)
     record = {"operator": spec.to_dict(), "time_axis": args.time_axis, **kwargs}
     return json.loads(json.dumps(record, default=str))
@@ -122,9 +123,9 @@ def restore_file(input_path: str, output_path: str, params: dict, argv: list[str
 
     t0 = time.perf_counter()
     args = _task_parser().parse_args([input_path, "-o", output_path, *argv])
-    _limit_threads()
     kwargs = sampler_kwargs(args)
     kwargs["device"] = _worker_device(kwargs["device"])
+    kwargs["threads"] = _task_threads(kwargs["threads"])
     try:
         data, info, time_axis, axes = read_input(args.input, args.time_axis)
         spec = operator_from_args(args)
@@ -174,13 +175,17 @@ def _worker():
         return None
 
 
-def _limit_threads() -> None:
-    """Let torch use the worker's threads only, so that worker processes do not oversubscribe the CPU."""
-    worker = _worker()
-    if worker is not None:
-        import torch
+def _task_threads(threads: int | None) -> int | None:
+    """PyTorch threads of one task: ``--threads``, else the worker's usable cores shared by the tasks it runs at once.
 
-        torch.set_num_threads(max(1, int(getattr(worker.state, "nthreads", 1))))
+    (A local cluster always passes ``--threads``: its worker processes share one machine.)
+    """
+    worker = _worker()
+    if threads is not None or worker is None:
+        return threads
+    from .threads import usable_cores
+
+    return max(1, usable_cores() // max(1, int(getattr(worker.state, "nthreads", 1))))
 
 
 def _worker_device(device: str) -> str:
@@ -209,7 +214,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "batch", help="restore many stacks on a Dask cluster (local worker processes by default)",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "'"),
     )
     p.add_argument("inputs", nargs="+", metavar="FILES_OR_GLOB", help="TIFF files or zarr stores, or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, help="folder for the outputs (<stem>_restored.tif|.zarr)")
@@ -224,7 +229,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--workers", type=int, default=None,
                    help="local cluster: worker processes (default: one per GPU, else 1)")
     d.add_argument("--threads-per-worker", type=int, default=None,
-                   help="local cluster: threads per worker (default: CPU cores / workers)")
+                   help="local cluster: stacks each worker process restores at once (default: 1); PyTorch's "
+                   "threads per stack are --threads, by default the usable CPU cores / (workers x this)")
     d.add_argument("--memory-limit", default="auto", help="local cluster: memory per worker, e.g. 16GB (default: auto)")
     d.add_argument("--gpus-per-task", type=int, default=0,
                    help="ask for this many units of the worker resource GPU per task (workers started with "
@@ -266,28 +272,30 @@ def run_batch(args: argparse.Namespace) -> int:
             it.status, it.message = "failed", problem
         elif args.overwrite and Path(it.output).exists():
             _remove(Path(it.output))
-    argv = _forwarded_flags(args)
     todo = [it for it in items if it.status == "pending"]
     if todo:
-        _run_on_cluster(todo, params, argv, args)
+        _run_on_cluster(todo, params, args)
     print(summary_table(items))
     write_summary(items, out_dir / SUMMARY_FILE)
     return 1 if any(it.status == "failed" for it in items) else 0
 
 
-def _run_on_cluster(todo: list[Item], params: dict, argv: list[str], args) -> None:
+def _run_on_cluster(todo: list[Item], params: dict, args) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as err:
         raise ValueError("napari-svi batch needs dask.distributed: pip install 'napari-svi[distributed]'") from err
     cluster = None
+    argv = _forwarded_flags(args)
     if args.scheduler:
         client = Client(args.scheduler)
     else:
-        workers, threads = _local_layout(args.workers, args.threads_per_worker, len(todo))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+        workers, per_worker, threads = _local_layout(args.workers, args.threads_per_worker, len(todo), args.threads)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=per_worker, processes=True,
                                memory_limit=args.memory_limit, dashboard_address=None)
         client = Client(cluster)
+        if args.threads is None:  # the worker processes share this machine's cores
+            argv += ["--threads", str(threads)]
     try:
         print(f"napari-svi batch: {len(todo)} stack(s) on {_describe(client)}", file=sys.stderr)
         resources = {"GPU": args.gpus_per_task} if args.gpus_per_task else None
@@ -371,8 +379,15 @@ def check_summary_file(path: Path) -> None:
                          "move it or choose another --output-dir")
 
 
-def _local_layout(workers: int | None, threads: int | None, n_tasks: int) -> tuple[int, int]:
-    cores = os.cpu_count() or 1
+def _local_layout(workers: int | None, per_worker: int | None, n_tasks: int,
+                  threads: int | None = None) -> tuple[int, int, int]:
+    """Worker processes, stacks each restores at once, and PyTorch threads per stack, for a local cluster.
+
+    The threads default to the usable cores divided among all stacks that run at once, so the
+    processes do not oversubscribe the CPU: one thread each when there are as many as cores.
+    """
+    from .threads import usable_cores
+
     if workers is None:
         try:
             import torch
@@ -382,8 +397,9 @@ def _local_layout(workers: int | None, threads: int | None, n_tasks: int) -> tup
             gpus = 0
         workers = gpus or 1
     workers = max(1, min(workers, n_tasks))
-    threads = threads or max(1, cores // workers)
-    return workers, threads
+    per_worker = max(1, per_worker or 1)
+    threads = threads or max(1, usable_cores() // (workers * per_worker))
+    return workers, per_worker, threads
 
 
 def _describe(client) -> str:

@@ -2,7 +2,8 @@
 
 Each extra subcommand lives in its own module exposing ``add_parser(subparsers)``; the parser it
 adds sets ``func`` (called with the parsed namespace, returning an exit code). List the module in
-``_SUBCOMMAND_MODULES`` to register it.
+``_SUBCOMMAND_MODULES`` to register it. Only the module of the command being run is imported
+(the benchmark's imports PyTorch), so a command starts reporting within a second.
 """
 
 from __future__ import annotations
@@ -12,28 +13,47 @@ import importlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .cli_flags import add_operator_flags, add_sampler_flags, operator_from_args, sampler_kwargs
+from .cli_flags import add_operator_flags, add_sampler_flags, add_threads_flag, operator_from_args, sampler_kwargs
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("napari_svi.cli_train", "napari_svi.benchmark.cli", "napari_svi.batch")
+_SUBCOMMAND_MODULES: dict[str, str] = {
+    "train": "napari_svi.cli_train", "benchmark": "napari_svi.benchmark.cli", "batch": "napari_svi.batch"}
+
+DESCRIPTION = """Restore microscopy time-lapses blurred in time and space, undersampled or with missing pixels,
+with an image diffusion prior (SVI: Kwon & Ye, ICLR 2025).
+
+Run 'napari-svi COMMAND --help' for the options of one command. Example:
+  napari-svi restore movie.tif -o restored.tif --temporal-psf uniform:7"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-svi", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from . import __version__
+
+    return f"napari-svi {__version__}"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``napari-svi`` parser; with ``command`` (one of the subcommands) only that one's module is imported."""
+    parser = argparse.ArgumentParser(prog="napari-svi", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_degrade(sub)
     _add_restore(sub)
     _add_info(sub)
-    for name in _SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+    for name, module in _SUBCOMMAND_MODULES.items():
+        if command in (None, name) or command not in ("degrade", "restore", "info", "--version", *_SUBCOMMAND_MODULES):
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -83,7 +103,8 @@ def _add_degrade(sub) -> None:
     p.add_argument("--poisson-peak", type=float, default=None, help="Poisson noise: photons at the 99.9th percentile")
     p.add_argument("--missing-fraction", type=float, default=None,
                    help="make a random mask with this fraction of missing pixels (written next to the output)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and the random mask (default: 0)")
+    add_threads_flag(p)
     p.set_defaults(func=_run_degrade)
 
 
@@ -92,6 +113,7 @@ def _run_degrade(args) -> int:
     from .degrade import degrade, random_mask
     from .io import read_input, write_stack
     from .outputs import side_path
+    from .threads import set_torch_threads
 
     if args.missing_fraction is not None and args.mask is not None:
         raise ValueError("give either --mask or --missing-fraction, not both")
@@ -99,6 +121,7 @@ def _run_degrade(args) -> int:
     copy_mask = args.missing_fraction is not None or (
         args.mask is not None and Path(args.mask).resolve() != side_path(args.output, "mask").resolve())
     out = _check_output(args, side=("mask",) if copy_mask else ())
+    set_torch_threads(args.threads, "--threads")
     data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
     t, h, w = data.shape[time_axis], data.shape[-2], data.shape[-1]
@@ -145,32 +168,76 @@ def _add_restore(sub) -> None:
     p.set_defaults(func=_run_restore)
 
 
-def _run_restore(args) -> int:
-    from tqdm import tqdm
+class RestoreProgress:
+    """The restore's progress bar on stderr: each stage from the first second, then every sampler step.
 
+    ``stage(name)`` names what runs now (reading, loading the prior, ...); ``report(info)`` takes a
+    report of :func:`napari_svi.restore.iter_restore`. The elapsed time counts from the start.
+    """
+
+    TEXT = {"loading prior": "loading the prior", "estimating noise": "estimating the noise",
+            "planning windows": "planning windows"}
+
+    def __init__(self, quiet: bool = False):
+        from tqdm import tqdm
+
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.bar.set_description_str(self.TEXT.get(name, name) + (f" {detail}" if detail else ""), refresh=True)
+
+    def report(self, info: dict) -> None:
+        if info["stage"] not in ("window", "sampling"):
+            self.stage(info["stage"])
+            return
+        if self.bar.total != info["total"]:
+            start = getattr(self.bar, "start_t", None)
+            self.bar.reset(total=info["total"])
+            if start is not None:
+                self.bar.start_t = start  # elapsed covers the whole run; the rate is from the steps
+        windows = info.get("windows") or 1
+        desc = "sampling" + (f", window {info['window'] + 1}/{windows}" if windows > 1 else "")
+        if getattr(self.bar, "desc", None) != desc:
+            self.bar.set_description_str(desc, refresh=info["stage"] == "window")
+        self.bar.update(info["step"] - self.bar.n)
+
+    def close(self, failed: bool = False) -> None:
+        if failed:
+            self.bar.leave = False  # an error message follows; do not leave a half bar above it
+        self.bar.close()
+
+
+def _run_restore(args) -> int:
+    progress = RestoreProgress(quiet=args.quiet)
+    try:
+        code = _restore_with_progress(args, progress)
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    return code
+
+
+def _restore_with_progress(args, progress: RestoreProgress) -> int:
     from .io import read_input, write_stack
     from .lazy import is_zarr_path
-    from .restore import iter_restore
 
     to_zarr = is_zarr_path(args.output)
     # an existing napari-svi store is resumed (same parameters) or replaced (--overwrite)
     out = _check_output(args, side=("std",) if args.samples > 1 and not to_zarr else (), zarr_ok=True)
+    progress.stage("reading", Path(args.input).name)
     data, info, time_axis, axes = read_input(args.input, args.time_axis)
     spec = operator_from_args(args)
+    from .restore import iter_restore  # imports PyTorch: after the first report
+
     gen = iter_restore(data, spec, time_axis=time_axis, **sampler_kwargs(args),
                        out=str(out) if to_zarr else None, overwrite=args.overwrite)
-    bar = None
     try:
         while True:
-            step = next(gen)
-            if bar is None:
-                bar = tqdm(total=step["total"], desc="restore", unit="step", disable=args.quiet, file=sys.stderr)
-            bar.update(1)
+            progress.report(next(gen))
     except StopIteration as stop:
         result = stop.value
-    finally:
-        if bar is not None:
-            bar.close()
+    progress.stage("writing", out.name)
     px = info.pixel_size_um
     if px is not None and args.downsample > 1:
         px = (px[0] / args.downsample, px[1] / args.downsample)
@@ -183,8 +250,9 @@ def _run_restore(args) -> int:
         group.attrs["napari_svi"] = json.loads(json.dumps(
             {**meta, "axes": axes, "pixel_size_um": list(px) if px else None, "frame_interval_s": interval},
             default=str))
+        progress.close()
         print(f"wrote {out} (restored{', std, samples' if args.samples > 1 else ''}) in "
-              f"{result.metadata['seconds']:.1f} s on {result.metadata['device']}")
+              f"{time.perf_counter() - progress.t0:.1f} s on {result.metadata['device']}")
         return 0
     write_stack(out, result.restored, axes=axes, pixel_size_um=px, frame_interval_s=interval, metadata=meta)
     written = [str(out)]
@@ -193,7 +261,8 @@ def _run_restore(args) -> int:
         write_stack(std_path, result.std.astype(np.float32), axes=axes, pixel_size_um=px,
                     frame_interval_s=interval, metadata={**meta, "content": "per-pixel posterior std"})
         written.append(str(std_path))
-    print(f"wrote {', '.join(written)} in {result.metadata['seconds']:.1f} s on {result.metadata['device']}")
+    progress.close()
+    print(f"wrote {', '.join(written)} in {time.perf_counter() - progress.t0:.1f} s on {result.metadata['device']}")
     return 0
 
 

@@ -57,6 +57,24 @@ def noise_arg(text: str):
         raise argparse.ArgumentTypeError(str(err).removeprefix("noise level: ")) from None
 
 
+def _threads_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """``--threads``: PyTorch's CPU threads, by default the cores this process may use."""
+    p.add_argument("--threads", type=_threads_arg, default=None, metavar="N",
+                   help="CPU threads of PyTorch (default: OMP_NUM_THREADS when set, else the CPU cores this process "
+                   "may use, from its CPU affinity and cgroup quota); on a machine shared with other jobs fewer "
+                   "threads are often faster")
+
+
 def eta_arg(text: str) -> float | str:
     """``--eta``: ``auto`` or a number (its range, [0, 1], is checked by restore with the other settings)."""
     return "auto" if text.strip().lower() == "auto" else float(text)
@@ -72,11 +90,13 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=eta_arg, default="auto",
                    help="DDIM stochasticity in [0, 1], or 'auto': 1 with noise, 0.15 (the paper's) without (default: auto)")
     p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler's noise; the same seed, input and device give the same result (default: 0)")
     p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
     p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
+    add_threads_flag(p)
     p.add_argument("--fill-unseen", type=float, default=None, metavar="WEIGHT",
                    help="pull of frames no measurement reaches (frame interpolation) towards the interpolation "
                    "of measured ones; 0 = off (default: restore's, 4)")
@@ -100,6 +120,6 @@ def sampler_kwargs(args: argparse.Namespace) -> dict:
         gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
         device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
         window=args.window or None, window_overlap=args.window_overlap, window_margin=args.window_margin,
-        tile_size=args.tile_size, memory_budget=args.memory_budget,
+        tile_size=args.tile_size, memory_budget=args.memory_budget, threads=args.threads,
         **({} if args.fill_unseen is None else {"fill_unseen": args.fill_unseen}),
     )

@@ -58,6 +58,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="stop after this many minutes of training (resumable: run the same command again)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if PRIOR_DIR holds a checkpoint")
+    from .cli_flags import add_threads_flag
+
+    add_threads_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate the images, train, write the model card. 0 when done, 130 when stopped by Ctrl-C."""
     from .priors.loading import resolve_device
     from .priors.unet import UNetConfig
+    from .threads import set_torch_threads
     from .training import TrainConfig, train
 
     config = TrainConfig(
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes must be positive, got {args.minutes}")
+    set_torch_threads(args.threads, "--threads")
     device = resolve_device(args.device)
     from .outputs import check_prior_folder
 

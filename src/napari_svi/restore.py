@@ -29,11 +29,21 @@ from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
 from .sampler import svi_steps
 from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
+from .threads import set_torch_threads, usable_cores
 from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
 from .windows import DEFAULT_WINDOW, check_windowing
 
 #: Default weight of the pull of unmeasured frames towards the interpolation of measured ones.
 DEFAULT_FILL_UNSEEN = 4.0
+
+#: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
+#: "window" starts each temporal window (before its first step), "sampling" follows each step.
+STAGES = ("loading prior", "estimating noise", "planning windows", "window", "sampling")
+
+
+def _stage(name: str, windows: int) -> dict:
+    """The progress report at the start of a stage other than sampling (no step done yet)."""
+    return {"stage": name, "step": 0, "total": None, "estimate": None, "stack": None, "window": None, "windows": windows}
 
 
 class RestoreCancelled(Exception):
@@ -97,12 +107,23 @@ def _restoration_prior(prior, device, tile_size: int | None) -> DiffusionPrior:
     return prior_obj
 
 
+#: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
+#: "window" starts each temporal window (before its first step), "sampling" follows each step.
+STAGES = ("estimating noise", "loading prior", "planning windows", "window", "sampling")
+
+
+def _stage(name: str, windows: int | None = None) -> dict:
+    """The progress report at the start of a stage other than sampling (no step done yet)."""
+    return {"stage": name, "step": 0, "total": None, "estimate": None, "stack": None, "window": None, "windows": windows}
+
+
 class _Restoration:
     """Everything a restore needs, set up and checked before the first step (see :func:`iter_restore`)."""
 
-    def __init__(self, data, operator, *, prior, time_axis, steps, eta, cg_steps, noise_sigma, gamma, seed, samples,
-                 device, batch_consistent, true_frames, preview_every, percentiles, window, window_overlap,
-                 window_margin, tile_size, memory_budget, fill_unseen, out, overwrite):
+    def setup(self, data, operator, *, prior, time_axis, steps, eta, cg_steps, noise_sigma, gamma, seed, samples,
+              device, batch_consistent, true_frames, preview_every, percentiles, window, window_overlap,
+              window_margin, tile_size, memory_budget, fill_unseen, out, overwrite, threads):
+        """Check everything cheap, then set up stage by stage, yielding a report at the start of each."""
         from .priors.loading import resolve_device
         from .priors.tiling import TiledPrior
 
@@ -112,17 +133,21 @@ class _Restoration:
         arr = check_stack(as_lazy(data), time_axis=time_axis, name="data")
         _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size)
         window, window_overlap, budget = check_windowing(window, window_overlap, window_margin, memory_budget)
+        n_threads = set_torch_threads(threads)
         self.stacks, self.restore_axes = move_time_axis(arr, time_axis)
         n_stacks, t_m, h_m, w_m = self.stacks.shape
         spec.validate((t_m, h_m, w_m), true_frames)
         self.device = resolve_device(device)
         # intensity scale and noise level of every stack, from its observed pixels (strided for lazy input);
         # before the prior loads, so that constant data or a bad noise level are refused first
+        yield _stage("estimating noise")
         mask = spec.mask_array()
         self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
                                          mask=mask) for st in self.stacks]
         sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
+        yield _stage("loading prior")
         prior_obj = _restoration_prior(prior, self.device, tile_size)
+        yield _stage("planning windows")
         self.plan: Plan = plan_restore(spec, (t_m, h_m, w_m), true_frames, window=window, overlap=window_overlap,
                                        margin=window_margin, memory_budget=budget, size_multiple=prior_obj.size_multiple)
         if not isinstance(prior_obj, TiledPrior):
@@ -152,7 +177,7 @@ class _Restoration:
             "intensity_scale": [[sc.low, sc.high] for sc in self.scales], "percentiles": list(percentiles),
             "input_shape": list(arr.shape), "window": window, "window_overlap": window_overlap,
             "window_margin": self.plan.margin, "windows": len(self.plan.windows), "tiles": self.plan.tiles,
-            "tile_size": tile_size, "memory_budget": budget,
+            "tile_size": tile_size, "memory_budget": budget, "threads": n_threads, "cpu_cores_usable": usable_cores(),
         }
         windows = self.plan.windows
         self.sink, self.out = open_output(
@@ -212,26 +237,35 @@ def iter_restore(
     true_frames: int | None = None, preview_every: int = 0, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     window: int | None = DEFAULT_WINDOW, window_overlap: int | None = None, window_margin: int | None = None,
     tile_size: int | None = None, memory_budget: int | str | None = None, fill_unseen: float = DEFAULT_FILL_UNSEEN,
-    out=None, overwrite: bool = False,
+    out=None, overwrite: bool = False, threads: int | None = None,
 ) -> Generator[dict, None, RestoreResult]:
     """Restore a time-lapse step by step; a generator that returns a :class:`RestoreResult`.
 
-    Everything is validated before the first yield. Each yield is ``{"step", "total", "estimate",
-    "stack", "window", "windows", "i", "gamma"}`` with ``estimate`` the current estimate (input
-    units, true-stack shape) every ``preview_every`` steps and ``None`` otherwise (always ``None``
-    when writing to ``out`` or cutting frames into tiles). Closing the generator cancels the
-    restore. See :func:`restore` for the parameters.
+    The settings are validated before the first yield, which comes before any heavy work; the data's
+    intensity scale and noise level are checked before the prior loads. Each yield is ``{"stage",
+    "step", "total", "estimate", "stack", "window", "windows"}``: ``stage`` goes through
+    :data:`STAGES` in order, one yield at the start of each set-up stage (``step`` 0, ``total``
+    None); then for every temporal window of every stack one yield ``"window"`` before its first
+    step, and one ``"sampling"`` after each sampler step (with ``"i"``, the step within the piece,
+    and ``"gamma"``), with ``estimate`` the current estimate (input units, true-stack shape) every
+    ``preview_every`` steps and ``None`` otherwise (always ``None`` when writing to ``out`` or cutting
+    frames into tiles). Closing the generator cancels the restore. See :func:`restore` for the
+    parameters.
     """
     t_start = time.perf_counter()
-    job = _Restoration(
+    job = _Restoration()
+    yield from job.setup(
         data, operator, prior=prior, time_axis=time_axis, steps=steps, eta=eta, cg_steps=cg_steps,
         noise_sigma=noise_sigma, gamma=gamma, seed=seed, samples=samples, device=device,
         batch_consistent=batch_consistent, true_frames=true_frames, preview_every=preview_every,
         percentiles=percentiles, window=window, window_overlap=window_overlap, window_margin=window_margin,
         tile_size=tile_size, memory_budget=memory_budget, fill_unseen=fill_unseen, out=out, overwrite=overwrite,
+        threads=threads,
     )
     done, n_windows = 0, len(job.plan.windows)
     for k, wi in job.todo:
+        yield {"stage": "window", "step": done, "total": job.total, "estimate": None, "stack": k, "window": wi,
+               "windows": n_windows}
         a, b = job.plan.windows[wi].keep
         buffer = np.zeros((samples, b - a, *job.plan.frame_shape), dtype=np.float32)
         for piece in job.plan.pieces(wi, job.device):
@@ -247,7 +281,7 @@ def iter_restore(
                     if last:
                         piece.blend_into(buffer[s], info["denoised"])
                     preview = not last and preview_every and done % preview_every == 0
-                    yield {"step": done, "total": job.total, "stack": k, "window": wi, "windows": n_windows,
+                    yield {"stage": "sampling", "step": done, "total": job.total, "stack": k, "window": wi, "windows": n_windows,
                            "estimate": job.preview(k, s, piece, info["denoised"]) if preview else None,
                            "i": info["i"], "gamma": info["gamma"]}
         job.writer.add(k, wi, job.scales[k].from_unit(buffer))
@@ -329,6 +363,10 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         and gives an identical result), or any writable float array of the result's shape.
     overwrite : bool
         Replace an existing ``out`` store that holds a restore with other parameters.
+    threads : int, optional
+        PyTorch CPU threads (set with ``torch.set_num_threads`` for this process and recorded in
+        the metadata); default ``OMP_NUM_THREADS`` when set, else the cores this process may use
+        (its CPU affinity and cgroup quota; :func:`napari_svi.threads.default_threads`).
     callback : callable, optional
         Receives ``{"step", "total", "estimate", "stack", "window", "windows", "i", "gamma"}`` after
         every step (``i``: the step within the current piece; ``gamma``: its data-consistency
@@ -359,6 +397,7 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
             info = next(gen)
             if callback is not None and callback(info) is True:
                 gen.close()
-                raise RestoreCancelled(f"restore cancelled after step {info['step']} of {info['total']}")
+                raise RestoreCancelled(f"restore cancelled after step {info['step']} of {info['total'] or '?'}"
+                                       f" ({info['stage']})")
     except StopIteration as stop:
         return stop.value

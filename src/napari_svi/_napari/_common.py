@@ -93,7 +93,8 @@ class RunPanel(Container):
     """A Run button that turns into Cancel while a worker runs, a progress bar and a status line.
 
     ``on_run`` is called when the button is pressed while idle, ``on_cancel`` while running. The
-    owner calls :meth:`started`, :meth:`report` (after every step) and :meth:`stopped`. The bar
+    owner calls :meth:`started`, :meth:`stage` (at the start of a stage before the steps),
+    :meth:`report` (after every step) and :meth:`stopped`. The bar
     itself reads "Step k / n · time left"; the status line under it stays one line (its tooltip
     holds the whole text) because a wrapped label that changes while docked is clipped by Qt.
     """
@@ -110,7 +111,7 @@ class RunPanel(Container):
         self.margins = (0, 0, 0, 0)
         self.running = False
         self.ready = True
-        self._t0 = self._t_first = 0.0
+        self._t0 = self._t_first = self._t_stage = 0.0
         self._step_first = 0
         self.button.changed.connect(self._clicked)
 
@@ -142,8 +143,16 @@ class RunPanel(Container):
         self.progress.native.setFormat(message)
         self.progress.visible = True
         self.set_status("")
-        self._t0 = time.perf_counter()
+        self._t0 = self._t_stage = time.perf_counter()
         self._t_first, self._step_first = 0.0, 0
+
+    def stage(self, message: str) -> None:
+        """Show what runs before the first step (loading the prior, ...) and the time elapsed."""
+        self.text = message
+        self.progress.native.setFormat(message)
+        self.set_status(f"{format_seconds(time.perf_counter() - self._t0)} elapsed")
+        self._t_first, self._step_first = 0.0, 0
+        self._t_stage = time.perf_counter()
 
     def report(self, step: int, total: int, extra: str = "") -> None:
         """Show ``step`` of ``total`` and the time left, estimated from the steps so far."""
@@ -155,8 +164,8 @@ class RunPanel(Container):
         done_since = step - self._step_first
         if done_since > 0:
             per_step = (now - self._t_first) / done_since
-        else:  # first step: includes loading the model, an overestimate
-            per_step = (now - self._t0) / max(step, 1)
+        else:  # first step: the time since the last stage began
+            per_step = (now - self._t_stage) / max(step, 1)
         self.text = f"Step {step} / {total} · {format_seconds(per_step * (total - step))} left"
         self.progress.native.setFormat(self.text)
         elapsed = f"{format_seconds(now - self._t0)} elapsed"

@@ -1,8 +1,8 @@
 """Dock widget "Restore time-lapse": an image layer and the forward model in, a restored layer out.
 
 The widget only translates: layer + fields -> :func:`napari_svi.restore.iter_restore` in a napari
-``thread_worker`` (one yield per sampler step: progress, time left, an optional live preview,
-cancel within one step) -> "<name> restored" (and "<name> uncertainty" with several posterior
+``thread_worker`` (one yield per stage before sampling and per sampler step: progress, time left,
+an optional live preview, cancel within one step) -> "<name> restored" (and "<name> uncertainty" with several posterior
 samples) with the input's scale, translate and contrast limits and every parameter in
 ``layer.metadata["napari_svi"]``.
 """
@@ -18,6 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ..noise import parse_noise_sigma
 from ..priors.loading import DEFAULT_PRIOR_DIR
+from ..threads import default_threads
 from ._common import (
     TRAINED_PRIORS,
     Message,
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 PRIOR_FOLDER, PRIOR_FILE = "__folder__", "__file__"
 PRIOR_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+STAGE_TEXT = {"loading prior": "Loading the prior…", "estimating noise": "Estimating the noise…",
+              "planning windows": "Planning windows…"}
 
 
 def check_prior(choice: str, path) -> str:
@@ -111,6 +114,10 @@ class RestoreWidget(Container):
         self.samples = SpinBox(label="Posterior samples", value=1, min=1, max=64)
         self.samples.tooltip = "More than 1: the result is their mean, plus an uncertainty layer (std per pixel)"
         self.device = ComboBox(label="Device", choices=device_choices())
+        self.threads = SpinBox(label="CPU threads", value=default_threads(), min=1, max=1024)
+        self.threads.tooltip = (
+            "PyTorch's CPU threads; default: the cores napari may use. On a machine busy with other work fewer are faster"
+        )
         self.preview_every = SpinBox(label="Live preview every", value=0, min=0, max=1000)
         self.preview_every.tooltip = "Show the current estimate every n steps as a temporary layer (0: off)"
         self.sampler_msg = Message()
@@ -141,6 +148,7 @@ class RestoreWidget(Container):
                 self.cg_steps,
                 self.seed,
                 self.device,
+                self.threads,
                 self.preview_every,
                 self.sampler_msg,
                 self.cost_info,
@@ -421,6 +429,7 @@ class RestoreWidget(Container):
             "seed": self.seed.value,
             "samples": self.samples.value,
             "device": self.device.value,
+            "threads": self.threads.value,
             "preview_every": self.preview_every.value,
         }
 
@@ -452,7 +461,7 @@ class RestoreWidget(Container):
         self._worker.finished.connect(self._on_finished)
         self._lock(True)
         self._close_old_notifications()
-        self.run_panel.started("Loading the prior and checking the data…")
+        self.run_panel.started("Checking the data…")
         self._worker.start()
 
     def _lock(self, running: bool) -> None:
@@ -485,6 +494,12 @@ class RestoreWidget(Container):
             self._worker.quit()
 
     def _on_step(self, info: dict) -> None:
+        stage = info.get("stage", "sampling")
+        if stage == "window" and info["step"] == 0:
+            stage = f"Step 0 / {info['total']} · sampling…"  # the first step: no time left to tell yet
+        if stage not in ("window", "sampling"):
+            self.run_panel.stage(STAGE_TEXT.get(stage, stage))
+            return
         windows = info.get("windows") or 1
         extra = f"temporal window {info.get('window', 0) + 1} of {windows}" if windows > 1 else ""
         planes = self._run.setdefault("planes", plane_names(self._run["data_shape"], self._run["kwargs"]["time_axis"],
