@@ -207,7 +207,7 @@ def test_restore_progress_shows_every_stage_from_the_start(tmp_path, clean_tif, 
     err_parts.append(capsys.readouterr().err)
     assert "reading clean.tif" in seen_at_read[0]
     err = "".join(err_parts)
-    positions = [err.find(text) for text in ("reading clean.tif", "loading the prior", "estimating the noise",
+    positions = [err.find(text) for text in ("reading clean.tif", "estimating the noise", "loading the prior",
                                             "planning windows", "sampling, window 1/", "sampling, window 2/",
                                             "writing restored.tif")]
     assert -1 not in positions and positions == sorted(positions), (positions, err)

@@ -185,7 +185,7 @@ def test_restore_adds_result_and_uncertainty_with_geometry_and_metadata(make_nap
     click(w)
     assert w.run_panel.button.text == "Cancel" and not w.run_panel.progress.native.isHidden()
     wait_done(qtbot, w)
-    assert stages_seen[:4] == [("loading prior", "Loading the prior…"), ("estimating noise", "Estimating the noise…"),
+    assert stages_seen[:4] == [("estimating noise", "Estimating the noise…"), ("loading prior", "Loading the prior…"),
                                ("planning windows", "Planning windows…"), ("window", "Step 0 / 6 · sampling…")]
     assert steps_seen[-1] == (6, 6)  # 3 steps x 2 samples
     assert w.run_panel.text.startswith("Step 6 / 6 · 0 s left")  # what the progress bar read last

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from napari_svi._napari._restore_widget import _camera
+
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
 
@@ -246,13 +248,13 @@ def test_the_current_view_sets_the_region(make_napari_viewer, stack, tiny_prior)
     viewer.add_image(big, name="cells")
     w = dock_restore(viewer, tiny_prior)
     w.region.value = "view"
-    viewer.camera.center = (0, 64.0, 64.0)
-    viewer.camera.zoom = 1e-3  # far out: the whole frame is in view
+    _camera(viewer).center = (0, 64.0, 64.0)
+    _camera(viewer).zoom = 1e-3  # far out: the whole frame is in view
     assert w.crop().shape == (4, 128, 128)
-    viewer.camera.zoom = 1000.0  # close in: a few pixels around the centre, too few to restore
+    _camera(viewer).zoom = 1000.0  # close in: a few pixels around the centre, too few to restore
     assert "choose at least 8 × 8" in w.region_msg.text and not w.run_panel.button.enabled
     height, width = viewer.window._qt_viewer.canvas.size
-    viewer.camera.zoom = max(height, width) / 40  # about 40 pixels across
+    _camera(viewer).zoom = max(height, width) / 40  # about 40 pixels across
     crop = w.crop()
     assert 8 <= crop.shape[1] < 128 and crop.y0 <= 64 < crop.y1 and crop.x0 <= 64 < crop.x1
     assert f"rows {crop.y0}–{crop.y1 - 1}" in w.image_info.value

@@ -63,7 +63,7 @@ def test_gamma_on_tiles_uses_only_the_entries_a_tile_observes(nuclei, prior):
     kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15)  # the eta of the release
 
     def last_gammas(**extra):
-        return [info["gamma"] for info in iter_restore(y, spec, **kw, **extra) if info["i"] == kw["steps"] - 1]
+        return [info["gamma"] for info in iter_restore(y, spec, **kw, **extra) if info["stage"] == "sampling" and info["i"] == kw["steps"] - 1]
 
     (whole,) = last_gammas()
     tiles = last_gammas(memory_budget=6 * 20 * 4 * 32 * 32)

@@ -150,7 +150,7 @@ def test_zarr_output_resumes_to_the_identical_result(prior, tmp_path):
     # a finished store with the same parameters: nothing to do; other parameters: refused
     again = []
     restore(data, spec, out=str(tmp_path / "cut.zarr"), callback=again.append, **kw)
-    assert [s["stage"] for s in again] == ["loading prior", "estimating noise", "planning windows"]
+    assert [s["stage"] for s in again] == ["estimating noise", "loading prior", "planning windows"]
     with pytest.raises(ValueError, match="other parameters.*seed"):
         restore(data, spec, out=str(tmp_path / "cut.zarr"), **{**kw, "seed": 1})
     restore(data, spec, out=str(tmp_path / "cut.zarr"), overwrite=True, **{**kw, "seed": 1})
@@ -161,7 +161,7 @@ def test_progress_preview_and_cancel(prior):
     seen = []
     result = restore(data, None, prior=prior, window=8, preview_every=2, callback=seen.append, **KW)
     windows = result.metadata["windows"]
-    assert [s["stage"] for s in seen[:3]] == ["loading prior", "estimating noise", "planning windows"]
+    assert [s["stage"] for s in seen[:3]] == ["estimating noise", "loading prior", "planning windows"]
     seen = [s for s in seen if s["stage"] == "sampling"]
     assert [s["step"] for s in seen] == list(range(1, windows * 3 + 1))
     assert all(s["total"] == windows * 3 for s in seen)

@@ -167,8 +167,8 @@ class RestoreWidget(Container):
         self.image.changed.connect(self._on_image)
         self.time_axis.changed.connect(self._on_time_axis)
         self._frames_of = None  # the layer whose frame count the frame range was set for
-        self._viewer.camera.events.center.connect(self._on_view)
-        self._viewer.camera.events.zoom.connect(self._on_view)
+        _camera(self._viewer).events.center.connect(self._on_view)
+        _camera(self._viewer).events.zoom.connect(self._on_view)
         for w in (self.noise, self.prior, self.prior_path, self.steps, self.cg_steps, self.samples, self.eta,
                   self.seed, self.preview_every, self.device, self.region, self.first_frame, self.last_frame):
             w.changed.connect(self.validate)
@@ -189,8 +189,8 @@ class RestoreWidget(Container):
 
     def _disconnect_viewer(self, *_):
         self._viewer.layers.events.removed.disconnect(self._on_image)
-        self._viewer.camera.events.center.disconnect(self._on_view)
-        self._viewer.camera.events.zoom.disconnect(self._on_view)
+        _camera(self._viewer).events.center.disconnect(self._on_view)
+        _camera(self._viewer).events.zoom.disconnect(self._on_view)
 
     def _on_view(self, *_):
         if self.region.value == "view" and self._worker is None:
@@ -230,11 +230,14 @@ class RestoreWidget(Container):
     def _view_corners(self) -> np.ndarray:
         """Corners (Y, X) of the canvas in world coordinates."""
         try:
-            height, width = self._viewer.window._qt_viewer.canvas.size
-        except (AttributeError, TypeError, ValueError):
+            from napari._qt.qt_viewer import QtViewer
+
+            # through Qt's own tree from this dock: napari's private window attributes warn in plugins
+            height, width = self.native.window().findChild(QtViewer).canvas.size
+        except (ImportError, AttributeError, TypeError, ValueError):
             raise ValueError("The current view is not available; draw a rectangle in a Shapes layer instead.") from None
-        zoom = float(self._viewer.camera.zoom)
-        cy, cx = (float(v) for v in self._viewer.camera.center[-2:])
+        zoom = float(_camera(self._viewer).zoom)
+        cy, cx = (float(v) for v in _camera(self._viewer).center[-2:])
         hy, hx = height / 2 / zoom, width / 2 / zoom
         return np.array([[cy - hy, cx - hx], [cy + hy, cx + hx]])
 
@@ -475,7 +478,7 @@ class RestoreWidget(Container):
         try:
             from napari._qt.dialogs.qt_notification import NapariQtNotification
 
-            window = self._viewer.window._qt_window
+            window = self.native.window()
         except (ImportError, AttributeError):
             return
         for toast in window.findChildren(NapariQtNotification):
@@ -617,3 +620,9 @@ class RestoreWidget(Container):
         self.run_panel.stopped(self._outcome)
         self._outcome = ""
         self._worker = None
+
+
+def _camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
