@@ -74,7 +74,14 @@ def test_widget_builds_with_its_fields(make_napari_viewer, stack):
     assert w.operator.temporal_kind.choices == ("none", "box", "gaussian", "exposure", "file")
     assert w.operator.spatial_kind.choices == ("none", "gaussian", "airy", "layer")
     assert w.device.choices[:2] == ("auto", "cpu")
-    assert (w.steps.value, w.eta.value, w.cg_steps.value, w.samples.value) == (20, 0.15, 5, 1)
+    assert (w.steps.value, w.eta_auto.value, w.cg_steps.value, w.samples.value) == (20, True, 5, 1)
+    assert not w.eta.enabled  # eta follows the noise level until the user unticks "automatic"
+    w.eta_auto.value = False
+    assert w.eta.enabled
+    w.eta.value = 0.3
+    assert w.restore_kwargs()["eta"] == 0.3
+    w.eta_auto.value = True
+    assert w.restore_kwargs()["eta"] == "auto"
     assert w.run_panel.button.text == "Restore"
     # the live previews follow the fields: one bar per frame of the temporal kernel
     w.operator.temporal_kind.value = "box"

@@ -87,6 +87,7 @@ def test_typed_values_are_reported_and_block_restore_never_clamped(make_napari_v
     type_into(qtbot, w.steps, "20")
     assert w.sampler_msg.text == "" and w.run_panel.button.enabled
     w.advanced.value = True
+    w.eta_auto.value = False  # a fixed eta is typed
     type_into(qtbot, w.eta, "2")
     assert w.eta.value == 2 and "η (stochasticity) must be 0.0 … 1.0" in w.sampler_msg.text
     type_into(qtbot, w.eta, "0.15")

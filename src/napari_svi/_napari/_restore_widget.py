@@ -107,7 +107,9 @@ class RestoreWidget(Container):
         self.prior_msg = Message()
         self.steps = SpinBox(label="Steps", value=20, min=1, max=1000)
         self.steps.tooltip = "Denoising steps (network evaluations per frame); 20 in the paper"
-        self.eta = FloatSpinBox(label="η (stochasticity)", value=0.15, min=0.0, max=1.0, step=0.05)
+        self.eta_auto = CheckBox(text="η automatic: 1 with noise, 0.15 without", value=True)
+        self.eta_auto.tooltip = "DDIM stochasticity chosen from the noise level (restore's eta='auto')"
+        self.eta = FloatSpinBox(label="η (stochasticity)", value=1.0, min=0.0, max=1.0, step=0.05, enabled=False)
         self.cg_steps = SpinBox(label="CG steps", value=5, min=0, max=200)
         self.cg_steps.tooltip = "Conjugate-gradient iterations of data consistency after every step; 5 in the paper"
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
@@ -144,6 +146,7 @@ class RestoreWidget(Container):
                 self.steps,
                 self.samples,
                 self.advanced,
+                self.eta_auto,
                 self.eta,
                 self.cg_steps,
                 self.seed,
@@ -158,8 +161,9 @@ class RestoreWidget(Container):
         make_scrollable(self)  # three docks of this height do not fit a laptop screen
         self.image_info.native.setWordWrap(True)
         self.cost_info.native.setWordWrap(True)
-        self._advanced_fields = (self.eta, self.cg_steps, self.seed, self.device, self.preview_every)
+        self._advanced_fields = (self.eta_auto, self.eta, self.cg_steps, self.seed, self.device, self.preview_every)
         self.advanced.changed.connect(self._show_advanced)
+        self.eta_auto.changed.connect(lambda v: setattr(self.eta, "enabled", not v))
         self._show_advanced()
         self._worker = None
         self._outcome = ""
@@ -426,7 +430,7 @@ class RestoreWidget(Container):
             "prior": check_prior(self.prior.value, self.prior_path.value),
             "time_axis": self.time_axis.value,
             "steps": self.steps.value,
-            "eta": float(self.eta.value),
+            "eta": "auto" if self.eta_auto.value else float(self.eta.value),
             "cg_steps": self.cg_steps.value,
             "noise_sigma": parse_noise_sigma(self.noise.value),
             "seed": self.seed.value,
@@ -472,6 +476,8 @@ class RestoreWidget(Container):
         for w in self:
             if w is not self.run_panel:
                 w.enabled = not running
+        if not running:
+            self.eta.enabled = not self.eta_auto.value
 
     def _close_old_notifications(self) -> None:
         """Close this widget's earlier toasts ("cancelled", "failed"): they are about a previous run."""
