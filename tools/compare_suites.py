@@ -1,0 +1,57 @@
+"""Compare SVI across runs of ``napari-svi benchmark suite`` (an ablation), against the classical methods.
+
+    python tools/compare_suites.py BASELINE_DIR [LABEL=RUN_DIR ...] > table.md
+
+The first run must hold the classical methods (their numbers do not depend on the sampler); each
+further run adds an SVI column. Prints, per task, the mean PSNR over the clips of the best oracle-tuned
+classical method and of SVI in every run, and per clip and task every SVI run and the best classical.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ORACLE = ("richardson-lucy", "tv-admm", "cg+tv")
+
+
+def load(folder: str) -> list[dict]:
+    return json.loads((Path(folder) / "results.json").read_text())["records"]
+
+
+def main(argv: list[str]) -> None:
+    base = load(argv[0])
+    runs = {"release": base, **{a.split("=", 1)[0]: load(a.split("=", 1)[1]) for a in argv[1:]}}
+    psnr = {label: {(r["clip"], r["task"], r["method"]): r["psnr"] for r in recs} for label, recs in runs.items()}
+    clips = list(dict.fromkeys(r["clip"] for r in base))
+    tasks = list(dict.fromkeys(r["task"] for r in base))
+    b = psnr["release"]
+
+    def best_classical(clip, task):
+        vals = {m: b[(clip, task, m)] for m in ORACLE if (clip, task, m) in b}
+        return max(vals.items(), key=lambda kv: kv[1])
+
+    labels = list(runs)
+    print("| task | measurement | best classical, per clip (oracle) | " + " | ".join(f"SVI {k}" for k in labels)
+          + " | " + " | ".join(f"{k} - best" for k in labels) + " | " + " | ".join(f"clips {k} < meas." for k in labels) + " |")
+    print("|---" * (3 + 3 * len(labels)) + "|")
+    for task in tasks:
+        meas = np.mean([b[(c, task, "measurement")] for c in clips])
+        best = np.mean([best_classical(c, task)[1] for c in clips])
+        svi = {k: np.mean([psnr[k][(c, task, "svi")] for c in clips]) for k in labels}
+        below = {k: sum(psnr[k][(c, task, "svi")] < b[(c, task, "measurement")] for c in clips) for k in labels}
+        print(f"| {task} | {meas:.2f} | {best:.2f} | " + " | ".join(f"{svi[k]:.2f}" for k in labels) + " | "
+              + " | ".join(f"{svi[k] - best:+.2f}" for k in labels) + " | " + " | ".join(str(below[k]) for k in labels) + " |")
+    print()
+    print("| clip | task | measurement | best classical | " + " | ".join(f"SVI {k}" for k in labels) + " |")
+    print("|---" * (4 + len(labels)) + "|")
+    for clip in clips:
+        for task in tasks:
+            name, val = best_classical(clip, task)
+            print(f"| {clip} | {task} | {b[(clip, task, 'measurement')]:.2f} | {val:.2f} ({name}) | "
+                  + " | ".join(f"{psnr[k][(clip, task, 'svi')]:.2f}" for k in labels) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
