@@ -61,3 +61,23 @@ def test_restore_records_the_check_and_flags_a_wrong_noise_level(real_clip):
     assert wrong["chi2"] > CHI2_HIGH and not wrong["consistent"] and "does not explain" in wrong["message"]
     noiseless = restore(y, spec, prior=prior, noise_sigma=None, steps=2, device="cpu").metadata["consistency"][0]
     assert noiseless["consistent"] is None
+
+
+def test_cli_warns_when_the_result_does_not_explain_the_data(tmp_path, tiny_prior_dir, real_clip, capsys):
+    import tifffile
+
+    from napari_svi.cli import main
+    from napari_svi.degrade import degrade
+
+    y = degrade(real_clip.astype(np.float32), OperatorSpec(temporal_psf="uniform:3"), noise_sigma=3.0, seed=0)
+    tifffile.imwrite(tmp_path / "m.tif", y)
+    out = tmp_path / "r.tif"
+    # claiming almost no noise: the residual is many times the stated level
+    assert main(["restore", str(tmp_path / "m.tif"), "-o", str(out), "--temporal-psf", "uniform:3", "--noise-sigma",
+                 "0.05", "--prior", str(tiny_prior_dir), "--steps", "2", "--quiet", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning (stack 0)" in err and "does not explain the measurement" in err
+    from napari_svi.io import read_stack
+
+    _, info = read_stack(out)
+    assert info.metadata["consistency"][0]["consistent"] is False

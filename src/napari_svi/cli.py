@@ -263,6 +263,9 @@ def _restore_with_progress(args, progress: RestoreProgress) -> int:
         written.append(str(std_path))
     progress.close()
     print(f"wrote {', '.join(written)} in {time.perf_counter() - progress.t0:.1f} s on {result.metadata['device']}")
+    for k, check in enumerate(result.metadata.get("consistency") or []):
+        if check.get("message"):  # also recorded in the output's metadata
+            print(f"napari-svi restore: warning (stack {k}): {check['message']}", file=sys.stderr)
     return 0
 
 

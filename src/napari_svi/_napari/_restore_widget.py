@@ -586,6 +586,12 @@ class RestoreWidget(Container):
         else:
             restored = self._add_like_input(result.restored, name=name, metadata={"napari_svi": record})
         self.restored_layer, self.uncertainty_layer = restored, None
+        for check in result.metadata.get("consistency") or []:
+            if check.get("message"):
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"Restore time-lapse: {check['message']}")
+                break
         if result.std is not None:
             top = float(np.percentile(result.std, 99.9)) or 1.0
             self.uncertainty_layer = self._viewer.add_image(

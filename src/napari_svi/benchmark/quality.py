@@ -285,6 +285,7 @@ def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_fra
               "batch_consistent": method == "svi", "noise_sigma": how,
               "noise_sigma_used": meta.get("noise_sigma_used"), "gamma": meta.get("gamma"), "seed": settings.seed,
               "device": meta.get("device"), "prior": meta.get("prior"), "windows": meta.get("windows"),
+              "eta_used": meta.get("eta"), "consistency": meta.get("consistency"),
               "tiles": meta.get("tiles")}
     if m.cuda_peak_mb is not None:
         params["cuda_peak_mb"] = round(m.cuda_peak_mb, 1)
