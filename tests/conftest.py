@@ -33,3 +33,33 @@ def real_clip():
     from napari_svi.datasets import load_heldout_timelapse
 
     return np.ascontiguousarray(load_heldout_timelapse()[:8, 200:232, 100:132])
+
+
+# ---------------------------------------------------------------- the GUI tests' prior and stack
+# (test_batch and test_benchmark define their own tiny_prior, which takes precedence there)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory):
+    """A real prior folder from two training steps of a very small UNet on held-out frames (seconds)."""
+    from napari_svi.datasets import load_heldout_timelapse
+    from napari_svi.priors.unet import UNetConfig
+    from napari_svi.training import TrainConfig, train
+
+    frames = load_heldout_timelapse()[:4, 200:264, :64]
+    config = TrainConfig(
+        steps=2,
+        batch_size=2,
+        patch_size=16,
+        warmup_steps=1,
+        unet=UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4),
+    )
+    return str(train([frames], tmp_path_factory.mktemp("prior") / "tiny", config, device="cpu"))
+
+
+@pytest.fixture
+def stack():
+    """A small real measurement: 6 frames of 16 x 16 from the held-out time-lapse, float32."""
+    from napari_svi.datasets import load_heldout_timelapse
+
+    return load_heldout_timelapse()[:6, 230:246, 100:116].astype(np.float32)

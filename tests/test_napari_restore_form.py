@@ -19,25 +19,6 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    from napari_svi.datasets import load_heldout_timelapse
-    from napari_svi.priors.unet import UNetConfig
-    from napari_svi.training import TrainConfig, train
-
-    frames = load_heldout_timelapse()[:4, 200:264, :64]
-    config = TrainConfig(steps=2, batch_size=2, patch_size=16, warmup_steps=1,
-                         unet=UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4))
-    return str(train([frames], tmp_path_factory.mktemp("prior") / "tiny", config, device="cpu"))
-
-
-@pytest.fixture
-def stack():
-    from napari_svi.datasets import load_heldout_timelapse
-
-    return load_heldout_timelapse()[:6, 230:246, 100:116].astype(np.float32)
-
-
 def dock_restore(viewer, prior=None):
     _, widget = viewer.window.add_plugin_dock_widget("napari-svi", "Restore time-lapse")
     if prior is not None:
