@@ -218,8 +218,9 @@ class _Restoration:
         samples, metadata = self.samples, self.metadata
         if isinstance(self.sink, MemorySink):
             values = self.sink.values
-            metadata["consistency"] = [self.check(k, values.mean(axis=0)[k]) for k in range(values.shape[1])]
-            restored = self.restore_axes(values.mean(axis=0) if samples > 1 else values[0])
+            mean = values.mean(axis=0) if samples > 1 else values[0]
+            metadata["consistency"] = [self.check(k, mean[k]) for k in range(values.shape[1])]
+            restored = self.restore_axes(mean)
             std = self.restore_axes(values.std(axis=0)) if samples > 1 else None
             all_samples = np.stack([self.restore_axes(o) for o in values]) if samples > 1 else None
             return RestoreResult(restored=restored, std=std, samples=all_samples, metadata=metadata)
