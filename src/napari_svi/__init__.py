@@ -20,6 +20,7 @@ _EXPORTS = {
     "RestoreResult": ".restore",
     "TrainConfig": ".training",
     "degrade": ".degrade",
+    "estimate_blur": ".estimate",
     "iter_restore": ".restore",
     "load_prior": ".priors.loading",
     "read_stack": ".io",

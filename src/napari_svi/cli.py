@@ -21,7 +21,8 @@ import numpy as np
 from .cli_flags import add_operator_flags, add_sampler_flags, add_threads_flag, operator_from_args, sampler_kwargs
 
 _SUBCOMMAND_MODULES: dict[str, str] = {
-    "train": "napari_svi.cli_train", "benchmark": "napari_svi.benchmark.cli", "batch": "napari_svi.batch"}
+    "train": "napari_svi.cli_train", "benchmark": "napari_svi.benchmark.cli", "batch": "napari_svi.batch",
+    "estimate": "napari_svi.cli_estimate"}
 
 DESCRIPTION = """Restore microscopy time-lapses blurred in time and space, undersampled or with missing pixels,
 with an image diffusion prior (SVI: Kwon & Ye, ICLR 2025).
@@ -176,7 +177,7 @@ class RestoreProgress:
     """
 
     TEXT = {"loading prior": "loading the prior", "estimating noise": "estimating the noise",
-            "planning windows": "planning windows"}
+            "estimating blur": "estimating the blur", "planning windows": "planning windows"}
 
     def __init__(self, quiet: bool = False):
         from tqdm import tqdm

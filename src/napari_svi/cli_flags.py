@@ -15,7 +15,8 @@ def add_operator_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("forward model (true stack -> measurement)")
     g.add_argument("--time-axis", type=int, default=None, help="index of the time axis (default: from the file's axes, else 0)")
     g.add_argument("--temporal-psf", default="none", metavar="SPEC",
-                   help="none | uniform:K (box of K frames) | gaussian:SIGMA (frames) | FILE (1-D kernel) (default: none)")
+                   help="none | uniform:K (box of K frames) | gaussian:SIGMA (frames) | FILE (1-D kernel) | auto (restore: "
+                   "estimated from the data, see 'napari-svi estimate') (default: none)")
     g.add_argument("--exposure-ms", type=float, default=None,
                    help="with --frame-interval-ms: temporal PSF = box of exposure / interval frames (replaces --temporal-psf)")
     g.add_argument("--frame-interval-ms", type=float, default=None, help="time between frame starts, ms")
@@ -23,7 +24,8 @@ def add_operator_flags(p: argparse.ArgumentParser) -> None:
                    help="symmetric (mirror at the first and last frame; realistic) or circular (the paper's) (default: symmetric)")
     g.add_argument("--temporal-subsample", type=int, default=1, metavar="S", help="only every S-th frame is measured (default: 1)")
     g.add_argument("--spatial-psf", default="none", metavar="SPEC",
-                   help="none | gaussian:SIGMA (pixels) | airy:NA,WAVELENGTH_NM,PIXEL_NM | FILE (TIFF) (default: none)")
+                   help="none | gaussian:SIGMA (pixels) | airy:NA,WAVELENGTH_NM,PIXEL_NM | FILE (TIFF) | auto (restore: "
+                   "estimated from the data) (default: none)")
     g.add_argument("--downsample", type=int, default=1, metavar="S", help="integer downsampling factor (mean of S x S blocks)")
     g.add_argument("--mask", default=None, metavar="FILE", help="TIFF mask at measurement resolution, nonzero = observed")
 

@@ -21,6 +21,7 @@ import torch
 
 from ._version import __version__
 from .consistency import residual_chi2, verdict
+from .estimate import is_auto, resolve_auto
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
 from .noise import GAMMA_REGION, auto_eta, auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
@@ -108,8 +109,9 @@ def _restoration_prior(prior, device, tile_size: int | None) -> DiffusionPrior:
 
 
 #: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
-#: "window" starts each temporal window (before its first step), "sampling" follows each step.
-STAGES = ("estimating noise", "loading prior", "planning windows", "window", "sampling")
+#: "window" starts each temporal window (before its first step), "sampling" follows each step;
+#: "estimating blur" comes first, and only, when a PSF is ``"auto"`` (:func:`napari_svi.estimate.resolve_auto`).
+STAGES = ("estimating blur", "estimating noise", "loading prior", "planning windows", "window", "sampling")
 
 
 def _stage(name: str, windows: int | None = None) -> dict:
@@ -134,6 +136,10 @@ class _Restoration:
         _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size)
         window, window_overlap, budget = check_windowing(window, window_overlap, window_margin, memory_budget)
         n_threads = set_torch_threads(threads)
+        self.estimate = None
+        if is_auto(spec.temporal_psf) or is_auto(spec.spatial_psf):  # estimated from the data, before the prior
+            yield _stage("estimating blur")
+            spec, self.estimate = resolve_auto(arr, spec, time_axis)
         self.stacks, self.restore_axes = move_time_axis(arr, time_axis)
         n_stacks, t_m, h_m, w_m = self.stacks.shape
         spec.validate((t_m, h_m, w_m), true_frames)
@@ -178,6 +184,7 @@ class _Restoration:
             "input_shape": list(arr.shape), "window": window, "window_overlap": window_overlap,
             "window_margin": self.plan.margin, "windows": len(self.plan.windows), "tiles": self.plan.tiles,
             "tile_size": tile_size, "memory_budget": budget, "threads": n_threads, "cpu_cores_usable": usable_cores(),
+            **({"estimate": self.estimate} if self.estimate else {}),
         }
         windows = self.plan.windows
         self.sink, self.out = open_output(

@@ -30,6 +30,7 @@ from ._common import (
     stack_shape,
     stop_worker_on_close,
 )
+from ._estimate import EstimatePanel
 from ._operator_fields import OperatorFields
 from ._restore_checks import (
     Crop,
@@ -102,6 +103,7 @@ class RestoreWidget(Container):
             "auto: estimated from the data; none: noiseless; or a standard deviation in intensity units"
         )
         self.noise_msg = Message()
+        self.estimate_panel = EstimatePanel(self)  # "Estimate from data": fills the PSF and noise fields
         self.prior = ComboBox(label="Prior", choices=self._prior_choices)
         self.prior_path = FileEdit(label="Prior path", mode="d")
         self.prior_msg = Message()
@@ -140,6 +142,7 @@ class RestoreWidget(Container):
                 self.operator,
                 self.noise,
                 self.noise_msg,
+                self.estimate_panel,
                 self.prior,
                 self.prior_path,
                 self.prior_msg,

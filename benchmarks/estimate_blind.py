@@ -1,0 +1,297 @@
+"""Blind PSF estimation (``napari-svi estimate``) on clips degraded with known settings.
+
+Clips: the realistic suite's held-out clips (``--clips heldout``: the nuclei time-lapse's held-out
+half and the drifting held-out crops of actin, mitochondria and maize walls, via
+``napari_svi.benchmark.suite.load_clip``), or the calibration clips (``--clips dev``) that set the
+estimator's decision rules: the LEFT halves of the same stills (``--dev-data``, default
+``../shared/data``) and the training half of the nuclei time-lapse, which the held-out clips never
+overlap. Each clip is degraded by the project's forward model with a temporal PSF (none, a box of
+3-9 frames, a Gaussian of 0.5-2 frames), a spatial Gaussian (none, 1, 2 px) and noise (Gaussian,
+std 0.01 of the truth's 99.9th percentile; or Poisson-Gaussian, 300 photons there plus 2 photons of
+read noise: ``napari_svi.benchmark.quality.make_measurement``).
+
+A hit: a box within one frame of the true length, a Gaussian sigma within 25 %, "none" where
+there is no blur. ``--restore N`` also restores N cases (crop 64, 10 frames, default settings) with
+the estimated and with the true PSFs and reports the PSNR of both. ``--calibrate`` (dev records)
+searches the decision rules that maximise the hit rate and prints them.
+
+    OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py --clips heldout -o benchmarks/results/estimate
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+TEMPORAL = ["none", *(f"uniform:{k}" for k in range(3, 10)), "gaussian:0.5", "gaussian:1", "gaussian:1.5", "gaussian:2"]
+SPATIAL = ["none", "gaussian:1", "gaussian:2"]
+NOISE = {"gauss": "Gaussian, std 0.01 of the peak", "pg300": "Poisson-Gaussian, 300 photons + 2 read"}
+HELDOUT = ("nuclei", "actin", "mito", "walls")
+DEV = ("nuclei-train", "actin-left", "mito-left", "walls-left", "bpae-nuclei-left")
+_DEV_FILES = {"actin-left": "BPAE_actin.tif", "mito-left": "BPAE_mito.tif", "walls-left": "maize_clsm.tif",
+              "bpae-nuclei-left": "BPAE_nuclei.tif"}
+
+
+def left_window(image: np.ndarray, size: int = 192) -> np.ndarray:
+    """The most structured ``size`` window of an image's LEFT half (as the suite's held-out cut, mirrored)."""
+    from scipy import ndimage
+
+    h, w = image.shape
+    half = ndimage.gaussian_filter(image[:, : w // 2].astype(np.float64), 1.0)
+    best, corner = -1.0, (0, 0)
+    for r in range(0, h - size + 1, 16):
+        for c in range(0, half.shape[1] - size + 1, 16):
+            v = float(half[r : r + size, c : c + size].var())
+            if v > best:
+                best, corner = v, (r, c)
+    r, c = corner
+    return np.ascontiguousarray(image[r : r + size, c : c + size], dtype=np.float32)
+
+
+def load(name: str, frames: int, crop: int, dev_data: Path) -> np.ndarray:
+    """The ground-truth clip ``(frames, crop, crop)``."""
+    from napari_svi.benchmark.quality import prepare_truth
+    from napari_svi.benchmark.suite import load_clip, pseudo_timelapse
+
+    if name in HELDOUT:
+        return load_clip(name, frames, crop)[0]
+    if name == "nuclei-train":
+        from napari_svi.datasets import HELD_OUT_FIRST_COLUMN, load_bio_sample
+
+        return prepare_truth(load_bio_sample("2D_timelapse.tif")[:, :, :HELD_OUT_FIRST_COLUMN], frames=frames, crop=crop)[0]
+    import tifffile
+
+    return pseudo_timelapse(left_window(tifffile.imread(dev_data / _DEV_FILES[name])), frames, crop)
+
+
+def measure(truth: np.ndarray, temporal: str, spatial: str, noise: str, seed: int = 0):
+    """The measurement and its forward model (``Task`` of the quality benchmark)."""
+    from napari_svi.benchmark.quality import QualitySettings, Task, make_measurement
+    from napari_svi.degrade import degrade
+
+    task = Task("estimate", "", temporal_psf=None if temporal == "none" else temporal,
+                spatial_psf=None if spatial == "none" else spatial, peak_photons=300)
+    if noise == "pg300":
+        y, spec, _ = make_measurement(truth, task, QualitySettings(seed=seed, read_noise_photons=2.0))
+        return y, spec
+    spec = task.spec(truth.shape)
+    return degrade(truth, spec, noise_sigma=0.01 * float(np.percentile(truth, 99.9)), seed=seed), spec
+
+
+def _parse(spec: str) -> tuple[str, float]:
+    kind, _, value = spec.partition(":")
+    return kind, float(value) if value else 0.0
+
+
+def hit(true: str, est: str) -> bool:
+    (tk, tv), (ek, ev) = _parse(true), _parse(est)
+    if tk == "none":
+        return ek == "none"
+    if tk == "uniform":
+        return ek == "uniform" and abs(ev - tv) <= 1
+    return ek == "gaussian" and abs(ev - tv) <= 0.25 * tv
+
+
+def error(true: str, est: str) -> float | None:
+    """Error of the blur width: box length (frames) or sigma (relative); None across kinds."""
+    (tk, tv), (ek, ev) = _parse(true), _parse(est)
+    if tk != ek:
+        return None
+    return 0.0 if tk == "none" else (ev - tv) if tk == "uniform" else (ev - tv) / tv
+
+
+def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print) -> list[dict]:
+    from napari_svi.estimate import estimate_blur
+
+    records = []
+    for name in clips:
+        truth = load(name, frames, crop, dev_data)
+        for temporal, spatial, noise in itertools.product(TEMPORAL, SPATIAL, NOISE):
+            y, _ = measure(truth, temporal, spatial, noise)
+            est = estimate_blur(y)
+            rec = {"clip": name, "temporal": temporal, "spatial": spatial, "noise": noise,
+                   "est_temporal": est.temporal_psf, "est_spatial": est.spatial_psf, "noise_sigma": est.noise_sigma,
+                   "seconds": est.seconds, "confidence": est.confidence, "scores": _jsonable(est.scores)}
+            score(rec)
+            records.append(rec)
+            progress(f"{name:16s} {temporal:12s} {spatial:12s} {noise:6s} -> {rec['est_temporal']:14s} "
+                     f"{rec['est_spatial']:14s} {'T' if rec['hit_temporal'] else '.'}{'S' if rec['hit_spatial'] else '.'} "
+                     f"{est.seconds:.1f} s")
+    return records
+
+
+def score(rec: dict) -> dict:
+    rec["hit_temporal"] = hit(rec["temporal"], rec["est_temporal"])
+    rec["hit_spatial"] = hit(rec["spatial"], rec["est_spatial"])
+    rec["hit"] = rec["hit_temporal"] and rec["hit_spatial"]
+    rec["error_temporal"] = error(rec["temporal"], rec["est_temporal"])
+    rec["error_spatial"] = error(rec["spatial"], rec["est_spatial"])
+    return rec
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=float))
+
+
+def summary(records: list[dict]) -> dict:
+    def rate(rows, key):
+        return round(float(np.mean([r[key] for r in rows])), 3) if rows else None
+
+    out = {"cases": len(records), "hit_both": rate(records, "hit"), "hit_temporal": rate(records, "hit_temporal"),
+           "hit_spatial": rate(records, "hit_spatial"), "hit_either_counted_separately": rate(
+               [{"h": h} for r in records for h in (r["hit_temporal"], r["hit_spatial"])], "h"),
+           "temporal_by_kind": {}, "spatial_by_kind": {}, "by_clip": {}, "by_noise": {},
+           "seconds_mean": round(float(np.mean([r["seconds"] for r in records])), 2)}
+    for kind in ("none", "uniform", "gaussian"):
+        rows = [r for r in records if _parse(r["temporal"])[0] == kind]
+        out["temporal_by_kind"][kind] = {"n": len(rows), "hit": rate(rows, "hit_temporal")}
+        rows = [r for r in records if _parse(r["spatial"])[0] == kind]
+        if rows:
+            out["spatial_by_kind"][kind] = {"n": len(rows), "hit": rate(rows, "hit_spatial")}
+    for key, field in (("by_clip", "clip"), ("by_noise", "noise")):
+        for value in dict.fromkeys(r[field] for r in records):
+            rows = [r for r in records if r[field] == value]
+            out[key][value] = {"temporal": rate(rows, "hit_temporal"), "spatial": rate(rows, "hit_spatial"),
+                               "both": rate(rows, "hit")}
+    return out
+
+
+def calibrate(records: list[dict]) -> tuple[dict, float]:
+    """Decision rules maximising the mean of the temporal and spatial hit rates on ``records``."""
+    from napari_svi.estimate import DEFAULT_RULES, decide
+
+    grid = {"gaussian_margin": (-0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5), "none_margin": (0.0, 0.05, 0.1, 0.2, 0.4),
+            "min_temporal_sigma": (0.3, 0.35, 0.4), "native_spatial_sigma": (0.0, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
+            "min_spatial_sigma": (0.4, 0.5, 0.6, 0.7)}
+    best, best_rate = None, -1.0
+    for values in itertools.product(*grid.values()):
+        rules = replace(DEFAULT_RULES, **dict(zip(grid, values, strict=True)))
+        hits = []
+        for r in records:
+            temporal, spatial, _ = decide(r["scores"], rules)
+            hits.append((hit(r["temporal"], temporal) + hit(r["spatial"], spatial)) / 2)
+        if np.mean(hits) > best_rate + 1e-12:
+            best, best_rate = rules, float(np.mean(hits))
+    return asdict(best), best_rate
+
+
+def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]) -> str:
+    lines = ["# Blind PSF estimation", "", f"Command: `{header['command']}`", "",
+             f"Clips: {', '.join(header['clips'])}; {header['frames']} frames, crop {header['crop']} px; "
+             f"noise: {'; '.join(f'{k}: {v}' for k, v in NOISE.items())}.", "",
+             "A hit: box within one frame, Gaussian sigma within 25 %, 'none' where there is no blur.", "",
+             "## Hit rates", "", "| | hit rate | cases |", "|---|---|---|",
+             f"| temporal PSF | {summ['hit_temporal']:.2f} | {summ['cases']} |",
+             f"| spatial PSF | {summ['hit_spatial']:.2f} | {summ['cases']} |",
+             f"| both right in one case | {summ['hit_both']:.2f} | {summ['cases']} |"]
+    for kind, v in summ["temporal_by_kind"].items():
+        lines.append(f"| temporal, true {kind} | {v['hit']:.2f} | {v['n']} |")
+    for kind, v in summ["spatial_by_kind"].items():
+        lines.append(f"| spatial, true {kind} | {v['hit']:.2f} | {v['n']} |")
+    lines += ["", "| clip / noise | temporal | spatial | both |", "|---|---|---|---|"]
+    for group in ("by_clip", "by_noise"):
+        for k, v in summ[group].items():
+            lines.append(f"| {k} | {v['temporal']:.2f} | {v['spatial']:.2f} | {v['both']:.2f} |")
+    lines += ["", f"Mean time per estimate: {summ['seconds_mean']:.1f} s ({header['machine']}).", ""]
+    if restores:
+        lines += ["## Restore with `auto` against the true PSF", "",
+                  "| clip | true temporal | true spatial | noise | estimated | PSNR true PSF | PSNR auto | auto - true |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in restores:
+            lines.append(f"| {r['clip']} | {r['temporal']} | {r['spatial']} | {r['noise']} | {r['est_temporal']}, "
+                         f"{r['est_spatial']} | {r['psnr_true']:.2f} | {r['psnr_auto']:.2f} | {r['psnr_auto'] - r['psnr_true']:+.2f} |")
+        diff = [r["psnr_auto"] - r["psnr_true"] for r in restores]
+        lines += ["", f"Mean auto - true: {np.mean(diff):+.2f} dB over {len(diff)} cases "
+                  f"(measurement {np.mean([r['psnr_measurement'] for r in restores]):.2f} dB).", ""]
+    lines += ["## Every case", "", "| clip | temporal | spatial | noise | estimated temporal | estimated spatial | hit T/S |",
+              "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['clip']} | {r['temporal']} | {r['spatial']} | {r['noise']} | {r['est_temporal']} | "
+                     f"{r['est_spatial']} | {'T' if r['hit_temporal'] else '.'}{'S' if r['hit_spatial'] else '.'} |")
+    return "\n".join(lines) + "\n"
+
+
+def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) -> list[dict]:
+    """``n`` blurred cases spread over clips and settings: restore a 10-frame, 64-px clip degraded the same way
+    (defaults, 1 thread) with the PSFs estimated for the case (from its full-size measurement) and with
+    the true PSFs; PSNR against the truth on its range."""
+    from napari_svi.benchmark.metrics import psnr, truth_scale
+    from napari_svi.operators import OperatorSpec
+    from napari_svi.restore import restore
+
+    blurred = [r for r in records if r["temporal"] != "none" or r["spatial"] != "none"]
+    rng = np.random.default_rng(0)
+    picked = [blurred[i] for i in sorted(rng.choice(len(blurred), size=min(n, len(blurred)), replace=False))]
+    out = []
+    for r in picked:
+        truth = load(r["clip"], 10, 64, dev_data)
+        y, spec = measure(truth, r["temporal"], r["spatial"], r["noise"])
+        auto = OperatorSpec(temporal_psf=None if r["est_temporal"] == "none" else r["est_temporal"],
+                            spatial_psf=None if r["est_spatial"] == "none" else r["est_spatial"])
+        scale = truth_scale(truth)
+        row = {k: r[k] for k in ("clip", "temporal", "spatial", "noise")}
+        row.update(est_temporal=r["est_temporal"], est_spatial=r["est_spatial"],
+                   psnr_measurement=psnr(scale.to_unit(truth), scale.to_unit(y)))
+        for label, op in (("true", spec), ("auto", auto)):
+            t0 = time.perf_counter()
+            res = restore(y, op, threads=1)
+            row[f"psnr_{label}"] = psnr(scale.to_unit(truth), scale.to_unit(res.restored))
+            row[f"seconds_{label}"] = round(time.perf_counter() - t0, 1)
+        out.append(row)
+        progress(f"restore {row['clip']} {row['temporal']} {row['spatial']} {row['noise']}: auto {row['est_temporal']} "
+                 f"{row['est_spatial']} {row['psnr_auto']:.2f} dB, true {row['psnr_true']:.2f} dB")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", choices=("heldout", "dev"), default="heldout")
+    p.add_argument("--dev-data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--restore", type=int, default=0, metavar="N", help="restore N cases with auto and true PSFs")
+    p.add_argument("--records", default=None, help="reuse the estimates of this records.json (no re-estimation)")
+    p.add_argument("--calibrate", action="store_true", help="print the decision rules that fit these records best")
+    p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    clips = HELDOUT if args.clips == "heldout" else DEV
+    dev_data = Path(args.dev_data)
+    if args.records:
+        records = [score(r) for r in json.loads(Path(args.records).read_text())]
+    else:
+        records = run_cases(clips, args.frames, args.crop, dev_data)
+    if args.calibrate:
+        rules, rate = calibrate(records)
+        print(json.dumps({"rules": rules, "mean_hit_rate": round(rate, 3)}, indent=1))
+    summ = summary(records)
+    print(json.dumps({k: v for k, v in summ.items() if k != "by_clip"}, indent=1))
+    restores = restore_subset(records, args.restore, dev_data) if args.restore else []
+    if args.output:
+        import platform
+
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        header = {"command": "OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "clips": list(clips), "frames": args.frames, "crop": args.crop,
+                  "machine": f"{platform.processor() or platform.machine()}, 1 thread"}
+        tag = f"_{args.clips}" if args.clips != "heldout" else ""
+        (out / f"records{tag}.json").write_text(json.dumps(records, indent=0, default=float))
+        (out / f"summary{tag}.json").write_text(json.dumps({"header": header, "summary": summ, "restores": restores}, indent=1))
+        (out / f"report{tag}.md").write_text(markdown(records, summ, header, restores))
+    if restores:
+        print(f"auto - true PSNR: {np.mean([r['psnr_auto'] - r['psnr_true'] for r in restores]):+.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""GUI tests of the Restore widget's "Estimate from data" button: a real napari viewer (run under xvfb-run -a)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    pytest.skip("GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def blurred():
+    """16 frames of 64 x 64 of the held-out nuclei, a box of 5 frames, Gaussian noise."""
+    from napari_svi.benchmark.suite import load_clip
+    from napari_svi.degrade import degrade
+    from napari_svi.operators import OperatorSpec
+
+    truth = load_clip("nuclei", 16, 64)[0]
+    return degrade(truth, OperatorSpec(temporal_psf="uniform:5"), noise_sigma=0.01 * float(np.percentile(truth, 99.9)))
+
+
+def dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-svi", "Restore time-lapse")
+    return widget
+
+
+def test_estimate_button_fills_the_form_off_the_gui_thread(make_napari_viewer, qtbot, blurred):
+    from napari_svi.estimate import estimate_blur
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred, name="cells")
+    w = dock(viewer)
+    panel = w.estimate_panel
+    w.operator.temporal_kind.value = "none"
+    w.operator.spatial_kind.value = "gaussian"
+    panel.button.changed.emit(True)
+    # the click returns at once: the estimate runs in a worker thread while the form stays live
+    assert panel.worker is not None and not panel.button.enabled and "Estimating" in panel.info.value
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    est = panel.estimate
+    assert est is not None and panel.msg.text == ""
+    assert est.to_dict() == estimate_blur(blurred).to_dict() | {"seconds": est.seconds}
+    kind, _, value = est.temporal_psf.partition(":")
+    assert kind == "uniform" and abs(int(value) - 5) <= 1
+    assert w.operator.temporal_kind.value == "box" and w.operator.box_frames.value == int(value)
+    if est.spatial_psf == "none":
+        assert w.operator.spatial_kind.value == "none"
+    else:
+        assert w.operator.spatial_kind.value == "gaussian"
+        assert w.operator.spatial_sigma.value == pytest.approx(float(est.spatial_psf.split(":")[1]))
+    assert float(w.noise.value) == pytest.approx(est.noise_sigma, rel=1e-3)
+    assert "Estimated in" in panel.info.value and ("sure" in panel.info.value)
+    assert w.run_panel.button.enabled and panel.button.enabled
+    # every field stays the user's to edit, and the form checks what is typed
+    w.operator.box_frames.value = 3
+    assert w.operator.temporal_psf() == "uniform:3"
+    w.noise.value = "abc"
+    assert w.noise_msg.text and not w.run_panel.button.enabled
+
+
+def test_estimate_button_explains_what_it_cannot_do(make_napari_viewer, blurred):
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred[:4], name="four frames")
+    w = dock(viewer)
+    panel = w.estimate_panel
+    w.operator.downsample.value = 2
+    panel.button.changed.emit(True)
+    assert panel.worker is None and "full resolution" in panel.msg.text
+    w.operator.downsample.value = 1
+    panel.button.changed.emit(True)
+    from qtpy.QtWidgets import QApplication
+
+    while panel.worker is not None:
+        QApplication.processEvents()
+    assert panel.estimate is None and "at least 6 frames" in panel.msg.text
+    assert panel.button.enabled
