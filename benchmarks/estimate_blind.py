@@ -192,6 +192,9 @@ def calibrate(records: list[dict]) -> dict:
 
 def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]) -> str:
     lines = ["# Blind PSF estimation", "", f"Command: `{header['command']}`", "",
+             *([f"(estimates and likelihoods read from `{header['estimates_from']}`, made by "
+                "`OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py` with the same clips)", ""]
+               if header.get("estimates_from") else []),
              f"Clips: {', '.join(header['clips'])}; {header['frames']} frames, crop {header['crop']} px; "
              f"noise: {'; '.join(f'{k}: {v}' for k, v in NOISE.items())}.", "",
              "A hit: box within one frame, Gaussian sigma within 25 %, 'none' where there is no blur.", "",
@@ -218,11 +221,19 @@ def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]
         diff = [r["psnr_auto"] - r["psnr_true"] for r in restores]
         lines += ["", f"Mean auto - true: {np.mean(diff):+.2f} dB over {len(diff)} cases "
                   f"(measurement {np.mean([r['psnr_measurement'] for r in restores]):.2f} dB).", ""]
-    lines += ["## Every case", "", "| clip | temporal | spatial | noise | estimated temporal | estimated spatial | hit T/S |",
-              "|---|---|---|---|---|---|---|"]
+    def err(value, kind: str) -> str:
+        if value is None:
+            return "other kind"
+        return f"{value:+.0f} frames" if kind == "uniform" else f"{100 * value:+.0f} %" if kind == "gaussian" else "0"
+
+    lines += ["## Every case", "", "Error: estimated minus true box length (frames), or relative error of a Gaussian sigma.",
+              "", "| clip | temporal | spatial | noise | estimated temporal | error | estimated spatial | error | hit T/S |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['clip']} | {r['temporal']} | {r['spatial']} | {r['noise']} | {r['est_temporal']} | "
-                     f"{r['est_spatial']} | {'T' if r['hit_temporal'] else '.'}{'S' if r['hit_spatial'] else '.'} |")
+                     f"{err(r['error_temporal'], _parse(r['temporal'])[0])} | {r['est_spatial']} | "
+                     f"{err(r['error_spatial'], _parse(r['spatial'])[0])} | "
+                     f"{'T' if r['hit_temporal'] else '.'}{'S' if r['hit_spatial'] else '.'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -298,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         header = {"command": "OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   "clips": list(clips), "frames": args.frames, "crop": args.crop,
                   "machine": f"{platform.processor() or platform.machine()}, 1 thread"}
+        if args.records:
+            header["estimates_from"] = args.records
         tag = f"_{args.clips}" if args.clips != "heldout" else ""
         (out / f"records{tag}.json").write_text(json.dumps(records, indent=0, default=float))
         (out / f"summary{tag}.json").write_text(json.dumps({"header": header, "summary": summ, "restores": restores}, indent=1))

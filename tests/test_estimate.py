@@ -68,6 +68,18 @@ def test_recovers_a_known_temporal_blur_on_held_out_nuclei(nuclei24, temporal, c
 
 
 @pytest.mark.slow
+def test_recovers_a_spatial_gaussian_beyond_the_native_blur_on_a_held_out_still():
+    from napari_svi.benchmark.suite import load_clip
+
+    truth = load_clip("mito", 24, 96)[0]  # held-out mitochondria, drifting
+    est = estimate_blur(measured(truth, "uniform:7", "gaussian:2"))
+    assert est.spatial_psf.startswith("gaussian:") and abs(float(est.spatial_psf.split(":")[1]) - 2) <= 0.5
+    lo, hi = est.confidence["spatial_psf"]["interval"]
+    assert lo <= 2 <= hi
+    assert estimate_blur(measured(truth, "uniform:7")).spatial_psf == "none"
+
+
+@pytest.mark.slow
 def test_noise_is_the_projects_estimate_in_data_units(nuclei24):
     from napari_svi.intensity import measurement_scale
     from napari_svi.noise import stack_noise_sigma
