@@ -269,6 +269,35 @@ def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) 
     return out
 
 
+#: How much a wrong PSF costs a restore: (clip, true temporal, true spatial, noise, PSFs tried).
+SENSITIVITY = (
+    ("walls", "uniform:6", "none", "gauss", (("uniform:6", "none"), ("uniform:5", "none"), ("uniform:7", "none"),
+                                             ("gaussian:1.7", "none"), ("gaussian:1.9", "none"))),
+    ("mito", "none", "gaussian:1", "gauss", (("none", "gaussian:1"), ("none", "gaussian:0.65"),
+                                            ("gaussian:0.5", "gaussian:0.65"), ("uniform:2", "gaussian:0.65"))),
+)
+
+
+def sensitivity(dev_data: Path, progress=print) -> list[dict]:
+    """PSNR of restores (10 frames of 64 x 64, defaults, 1 thread) with the true and with nearby wrong PSFs."""
+    from napari_svi.benchmark.metrics import psnr, truth_scale
+    from napari_svi.operators import OperatorSpec
+    from napari_svi.restore import restore
+
+    out = []
+    for clip, temporal, spatial, noise, tried in SENSITIVITY:
+        truth = load(clip, 10, 64, dev_data)
+        y, _ = measure(truth, temporal, spatial, noise)
+        scale = truth_scale(truth)
+        for t, sp in tried:
+            op = OperatorSpec(temporal_psf=None if t == "none" else t, spatial_psf=None if sp == "none" else sp)
+            value = psnr(scale.to_unit(truth), scale.to_unit(restore(y, op, threads=1).restored))
+            out.append({"clip": clip, "temporal": temporal, "spatial": spatial, "noise": noise,
+                        "used_temporal": t, "used_spatial": sp, "psnr": round(value, 2)})
+            progress(f"sensitivity {clip} true {temporal} {spatial}: with {t} {sp} {value:.2f} dB")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", choices=("heldout", "dev"), default="heldout")
@@ -276,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--restore", type=int, default=0, metavar="N", help="restore N cases with auto and true PSFs")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="only restore two cases with the true and with nearby wrong PSFs (sensitivity.md)")
     p.add_argument("--records", default=None, help="reuse the estimates of this records.json (no re-estimation)")
     p.add_argument("--calibrate", action="store_true", help="print the decision rules that fit these records best")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
@@ -285,6 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     clips = HELDOUT if args.clips == "heldout" else DEV
     dev_data = Path(args.dev_data)
+    if args.sensitivity:
+        rows = sensitivity(dev_data)
+        if args.output:
+            lines = ["# A restore with a wrong PSF", "", "Command: `OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py "
+                     "--sensitivity -o benchmarks/results/estimate`", "", "10 frames of 64 x 64, restore defaults, 1 thread.",
+                     "", "| clip | true temporal | true spatial | noise | restored with | PSNR (dB) |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['clip']} | {r['temporal']} | {r['spatial']} | {r['noise']} | {r['used_temporal']}, "
+                      f"{r['used_spatial']} | {r['psnr']:.2f} |" for r in rows]
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            (Path(args.output) / "sensitivity.md").write_text("\n".join(lines) + "\n")
+        return 0
     if args.records:  # the stored likelihoods, decided again by the current rules
         from napari_svi.estimate import decide
 
