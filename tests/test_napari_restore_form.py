@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_svi._napari._restore_widget import _camera
+from napari_svi._napari._restore_region import camera as _camera
 
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)

@@ -1,6 +1,7 @@
 """Pieces the dock widgets share: a Run/Cancel panel with progress, field messages, layer geometry.
 
-No Qt import: everything is a magicgui widget; workers come from ``napari.qt.threading``.
+No Qt import at module level: everything is a magicgui widget (Qt only inside the functions that need
+it); workers come from ``napari.qt.threading``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ class Message(Label):
         self.text = text or ""
         self.value = f'<span style="color:{ERROR_COLOR}">{html.escape(self.text)}</span>' if text else ""
         self.visible = bool(text)
+
+
+def range_problem(label: str, value, low, high=math.inf) -> str | None:
+    """``"<label> must be low … high, not value."`` (or ``must be ≥ low``) when ``value`` is outside; else ``None``."""
+    if low <= value <= high:
+        return None
+    allowed = f"≥ {low}" if high == math.inf else f"{low} … {high}"
+    return f"{label} must be {allowed}, not {value}."
 
 
 def format_seconds(seconds: float) -> str:
@@ -280,6 +289,47 @@ def device_choices() -> list[str]:
     import torch
 
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 1e9
+
+
+def open_ranges(*widgets) -> None:
+    """Let spin boxes hold any number, so that a typed value is checked and reported, never clamped.
+
+    A Qt spin box replaces a value outside its range (or refuses the minus sign) without a word;
+    the form's checks say what is allowed instead.
+    """
+    from magicgui.widgets import FloatSpinBox
+
+    for w in widgets:
+        limit = FLOAT_LIMIT if isinstance(w, FloatSpinBox) else INT_LIMIT
+        w.min, w.max = -limit, limit
+
+
+def make_scrollable(container) -> None:
+    """Put ``container``'s fields into a vertical scroll area inside its own widget.
+
+    napari docks a magicgui widget's ``native`` widget, the inner one even for a
+    ``Container(scrollable=True)``, so a tall form would grow the window past the screen. Here the
+    form's layout moves into a scroll area, and the dock can be as short as the window allows.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+    outer = container.native
+    inner = QWidget()
+    inner.setLayout(outer.layout())  # moves the layout and every field into ``inner``
+    scroll = QScrollArea(outer)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+    layout = QVBoxLayout(outer)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
 
 
 class _TrainedPriors:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, SpinBox
 
-from ._common import Message, RunPanel, jsonable, stack_shape, stop_worker_on_close
+from ._common import Message, RunPanel, jsonable, make_scrollable, stack_shape, stop_worker_on_close
 from ._operator_fields import OperatorFields
 
 if TYPE_CHECKING:
@@ -67,8 +67,6 @@ class DegradeWidget(Container):
                 self.run_panel,
             ]
         )
-        from ._restore_checks import make_scrollable
-
         make_scrollable(self)  # the dock scrolls instead of growing the window
         self.image_info.native.setWordWrap(True)
         self._worker = None
