@@ -79,6 +79,16 @@ class Message(Label):
         self.value = f'<span style="color:{ERROR_COLOR}">{html.escape(self.text)}</span>' if text else ""
         self.visible = bool(text)
 
+    def check(self, check: Callable[[], object]) -> bool:
+        """Run ``check()``; show the ValueError it raises (or nothing); True when it raised none."""
+        try:
+            check()
+        except ValueError as err:
+            self.show_message(str(err))
+            return False
+        self.show_message(None)
+        return True
+
 
 def range_problem(label: str, value, low, high=math.inf) -> str | None:
     """``"<label> must be low … high, not value."`` (or ``must be ≥ low``) when ``value`` is outside; else ``None``."""

@@ -1,4 +1,4 @@
-"""Checks of the "Restore time-lapse" form that need no Qt: sampler limits, NaN data, planes, the size line.
+"""Checks of the "Restore time-lapse" form that need no Qt: input layer, prior, sampler limits, planes, sizes.
 
 The form shows each reason under its field and disables Restore, instead of letting a spin box
 clamp a typed value (sigma -1 becoming 1.0, 100000 steps becoming 1000). The cost estimate is in
@@ -7,9 +7,41 @@ clamp a typed value (sigma -1 becoming 1.0, 100000 steps becoming 1000). The cos
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ..priors.loading import DEFAULT_PRIOR_DIR
 from ._common import range_problem
+
+PRIOR_FOLDER, PRIOR_FILE = "__folder__", "__file__"
+PRIOR_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
+def check_prior(choice: str, path) -> str:
+    """The ``prior`` argument for the chosen entry, or ValueError with what is wrong."""
+    if choice == "default":
+        if not (DEFAULT_PRIOR_DIR / "config.json").is_file():
+            raise ValueError("The bundled default prior is not installed; choose a prior folder or file.")
+        return "default"
+    if choice not in (PRIOR_FOLDER, PRIOR_FILE):
+        folder = Path(choice)  # a folder trained in this session
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} no longer holds a prior (config.json is missing).")
+        return str(folder)
+    p = Path(str(path)).expanduser()
+    if str(path) in ("", "."):
+        raise ValueError("Choose the prior's folder or checkpoint file.")
+    if not p.exists():
+        raise ValueError(f"{p} does not exist.")
+    if choice == PRIOR_FOLDER:
+        if not p.is_dir():
+            raise ValueError(f"{p} is a file; choose 'file…' for checkpoint files.")
+        if not ((p / "config.json").is_file() or (p / "model_index.json").is_file()):
+            raise ValueError(f"{p} has no config.json: not a napari-svi prior or diffusers folder.")
+    elif p.suffix.lower() not in PRIOR_SUFFIXES:
+        raise ValueError(f"Checkpoint files end in {', '.join(PRIOR_SUFFIXES)}; got {p.name}.")
+    return str(p)
 
 #: Allowed ranges of the sampler fields (the spin boxes accept more, so that a typed value is
 #: reported, not silently clamped).
@@ -26,6 +58,19 @@ def check_limits(values: dict[str, int]) -> str | None:
         if problem:
             return problem
     return None
+
+
+def image_problem(layer) -> str | None:
+    """Why an image layer cannot be restored (no layer, RGB, multiscale, too few axes, NaN), or ``None``."""
+    if layer is None:
+        return "Choose the image layer to restore."
+    if layer.rgb:
+        return "RGB layers are not supported: split the channels first."
+    if layer.multiscale:
+        return "Multiscale layers are not supported: open the full-resolution level as its own layer."
+    if np.ndim(layer.data) < 3:
+        return f"A time-lapse needs a time axis and two image axes; {layer.name!r} is {np.ndim(layer.data)}-D."
+    return nonfinite_problem(layer.data)
 
 
 _FINITE_CACHE: dict[int, tuple[object, str | None]] = {}

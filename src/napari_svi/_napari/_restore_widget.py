@@ -20,7 +20,6 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
 from ..noise import parse_noise_sigma
-from ..priors.loading import DEFAULT_PRIOR_DIR
 from ..threads import default_threads
 from ._common import (
     TRAINED_PRIORS,
@@ -33,43 +32,13 @@ from ._common import (
     stop_worker_on_close,
 )
 from ._operator_fields import OperatorFields
-from ._restore_checks import check_limits, nonfinite_problem, plane_names, shape_line
+from ._restore_checks import PRIOR_FILE, PRIOR_FOLDER, check_limits, check_prior, image_problem, plane_names, shape_line
 from ._restore_cost import describe, question, restore_cost
 from ._restore_region import Crop, RegionFields
 from ._restore_run import RestoreJob, RestoreRunner
 
 if TYPE_CHECKING:
     import napari
-
-PRIOR_FOLDER, PRIOR_FILE = "__folder__", "__file__"
-PRIOR_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
-
-
-def check_prior(choice: str, path) -> str:
-    """The ``prior`` argument for the chosen entry, or ValueError with what is wrong."""
-    if choice == "default":
-        if not (DEFAULT_PRIOR_DIR / "config.json").is_file():
-            raise ValueError("The bundled default prior is not installed; choose a prior folder or file.")
-        return "default"
-    if choice not in (PRIOR_FOLDER, PRIOR_FILE):
-        folder = Path(choice)  # a folder trained in this session
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"{folder} no longer holds a prior (config.json is missing).")
-        return str(folder)
-    p = Path(str(path)).expanduser()
-    if str(path) in ("", "."):
-        raise ValueError("Choose the prior's folder or checkpoint file.")
-    if not p.exists():
-        raise ValueError(f"{p} does not exist.")
-    if choice == PRIOR_FOLDER:
-        if not p.is_dir():
-            raise ValueError(f"{p} is a file; choose 'file…' for checkpoint files.")
-        if not ((p / "config.json").is_file() or (p / "model_index.json").is_file()):
-            raise ValueError(f"{p} has no config.json: not a napari-svi prior or diffusers folder.")
-    elif p.suffix.lower() not in PRIOR_SUFFIXES:
-        raise ValueError(f"Checkpoint files end in {', '.join(PRIOR_SUFFIXES)}; got {p.name}.")
-    return str(p)
-
 
 class RestoreWidget(Container):
     """Restore a time-lapse layer with the diffusion prior (SVI, Kwon & Ye, ICLR 2025)."""
@@ -264,7 +233,7 @@ class RestoreWidget(Container):
     def validate(self, *_) -> bool:
         """Check every field; show each reason under its field; enable Restore only when all are fine."""
         layer = self.image.value
-        image_err = self._image_problem(layer)
+        image_err = image_problem(layer)
         self.image_msg.show_message(image_err)
         shape = None if image_err else self.input_shape()
         ok = image_err is None
@@ -286,12 +255,12 @@ class RestoreWidget(Container):
                                 samples=self.samples.value, device=self.device.value)
         else:
             self.image_info.value = ""
-        ok &= self._show(self.noise_msg, lambda: parse_noise_sigma(self.noise.value))
+        ok &= self.noise_msg.check(lambda: parse_noise_sigma(self.noise.value))
         choice = self.prior.value
         self.prior_path.visible = choice in (PRIOR_FOLDER, PRIOR_FILE)
         if choice in (PRIOR_FOLDER, PRIOR_FILE):
             self.prior_path.mode = "d" if choice == PRIOR_FOLDER else "r"
-        ok &= self._show(self.prior_msg, lambda: check_prior(choice, self.prior_path.value))
+        ok &= self.prior_msg.check(lambda: check_prior(choice, self.prior_path.value))
         limits = check_limits({"steps": self.steps.value, "samples": self.samples.value,
                                "cg_steps": self.cg_steps.value, "preview_every": self.preview_every.value,
                                "eta": self.eta.value, "seed": self.seed.value})
@@ -301,29 +270,6 @@ class RestoreWidget(Container):
         self.cost_info.value = describe(cost) if ok and cost else ""
         self.run_panel.set_ready(bool(ok))
         return bool(ok)
-
-    @staticmethod
-    def _image_problem(layer) -> str | None:
-        if layer is None:
-            return "Choose the image layer to restore."
-        if layer.rgb:
-            return "RGB layers are not supported: split the channels first."
-        if layer.multiscale:
-            return "Multiscale layers are not supported: open the full-resolution level as its own layer."
-        if np.ndim(layer.data) < 3:
-            return f"A time-lapse needs a time axis and two image axes; {layer.name!r} is {np.ndim(layer.data)}-D."
-        return nonfinite_problem(layer.data)
-
-    @staticmethod
-    def _show(msg: Message, check) -> bool:
-        """Run ``check()``; show its ValueError under the field (or nothing); True when it passed."""
-        try:
-            check()
-        except ValueError as err:
-            msg.show_message(str(err))
-            return False
-        msg.show_message(None)
-        return True
 
     def cropped_spec(self, crop: Crop):
         """The operator of the fields for the region and frames only (the mask cut to them)."""
