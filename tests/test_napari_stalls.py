@@ -172,9 +172,10 @@ def timed_additions(viewer) -> list[tuple[str, float]]:
     return added
 
 
-@pytest.mark.parametrize("preview_every, samples", [(1, 1), (0, 2)], ids=["live preview", "two samples"])
+@pytest.mark.parametrize("preview_every, samples, cancel", [(1, 1, False), (0, 2, False), (1, 1, True)],
+                         ids=["live preview", "two samples", "cancel with preview"])
 def test_adding_the_preview_and_result_layers_stalls_no_more_than_napari_itself(
-        make_napari_viewer, qtbot, monkeypatch, stack, tiny_prior, preview_every, samples):
+        make_napari_viewer, qtbot, monkeypatch, stack, tiny_prior, preview_every, samples, cancel):
     """The layers a run adds hold the event loop no longer than napari takes to add one layer.
 
     Adding an image layer is napari's own work (its visual and its layer controls): a few hundred
@@ -183,12 +184,13 @@ def test_adding_the_preview_and_result_layers_stalls_no_more_than_napari_itself(
     floor), with the sampler waiting meanwhile (a sampler step computed during the first preview
     made it about twice as long), and computes everything else from the whole result in the worker.
     No gap of the run may exceed the larger of 100 ms and 1.75 floors (the floor itself varies by
-    about a fifth from one layer to the next on a loaded machine).
+    about a fifth from one layer to the next on a loaded machine). A cancel removes the preview
+    without napari's full garbage collection.
     """
     viewer = make_napari_viewer(show=True)
     viewer.add_image(stack, name="cells")
     w = dock_restore(viewer, tiny_prior)
-    w.steps.value, w.noise.value = 3, "2"
+    w.steps.value, w.noise.value = 30 if cancel else 3, "2"
     w.preview_every.value, w.samples.value = preview_every, samples
     ticks = Ticks()
     floor = napari_floor(viewer, qtbot, ticks, stack.shape)
@@ -196,9 +198,13 @@ def test_adding_the_preview_and_result_layers_stalls_no_more_than_napari_itself(
     qtbot.wait(200)
     start = time.perf_counter()
     click(w)
+    if cancel:  # Cancel once the preview is there
+        w._worker.yielded.connect(lambda info: info.get("step") == 2 and info["stage"] == "sampling" and click(w))
     wait_done(qtbot, w)
     qtbot.wait(500)
     t = ticks.stop()
+    result = ["cells restored"] + (["cells uncertainty"] if samples > 1 else [])
+    assert [lay.name for lay in viewer.layers] == ["cells"] + ([] if cancel else result)
     names = [name for name, _ in added]
     expected = ["cells preview"] if preview_every else ["cells restored"]
     assert names == expected + (["cells uncertainty"] if samples > 1 else [])

@@ -323,20 +323,37 @@ def make_scrollable(container) -> None:
 
     napari docks a magicgui widget's ``native`` widget, the inner one even for a
     ``Container(scrollable=True)``, so a tall form would grow the window past the screen. Here the
-    form's layout moves into a scroll area, and the dock can be as short as the window allows.
+    form's layout moves into a scroll area, and the dock can be as short as the window allows. Its
+    width follows the form's: fields that appear or fill in later (a region line, a PSF preview)
+    widen the dock instead of being cut at its edge.
     """
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+    from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QStyle, QVBoxLayout, QWidget
+
+    class FormScroll(QScrollArea):
+        def minimumSizeHint(self):  # noqa: N802  (Qt's name)
+            hint = super().minimumSizeHint()
+            spacing = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollView_ScrollBarSpacing)
+            hint.setWidth(inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                          + max(spacing, 0) + 2 * self.frameWidth())
+            return hint
+
+    class Refit(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802  (Qt's name)
+            if event.type() == QEvent.Type.LayoutRequest:
+                scroll.updateGeometry()  # the dock asks for the new minimum width
+            return False
 
     outer = container.native
     inner = QWidget()
     inner.setLayout(outer.layout())  # moves the layout and every field into ``inner``
-    scroll = QScrollArea(outer)
+    scroll = FormScroll(outer)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(inner)
-    scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+    scroll.refit = Refit(scroll)  # a child of the scroll area: lives as long as it
+    inner.installEventFilter(scroll.refit)
     layout = QVBoxLayout(outer)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll)

@@ -83,7 +83,8 @@ class RestoreWidget(Container):
         self.preview_every = SpinBox(label="Live preview every", value=0, min=0, max=1000)
         self.preview_every.tooltip = "Show the current estimate every n steps as a temporary layer (0: off)"
         self.sampler_msg = Message()
-        self.advanced = CheckBox(text="Show advanced settings (η, CG steps, seed, device, preview)", value=False)
+        self.advanced = CheckBox(text="Advanced settings", value=False)
+        self.advanced.tooltip = "Show η, CG steps, seed, device and the live preview"  # a long text widens the dock
         self.cost_info = Label(value="")
         open_ranges(self.steps, self.cg_steps, self.samples, self.preview_every, self.eta, self.seed)  # checked, not clamped
         super().__init__(
