@@ -30,6 +30,7 @@ from .batch_plan import (
     summary_table,
     write_summary,
 )
+from .validation import check_positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -74,8 +75,8 @@ def run_batch(args: argparse.Namespace) -> int:
     operator_from_args(args)  # bad operator flags fail here, before any cluster starts
     for flag, value, least in (("--retries", args.retries, 0), ("--workers", args.workers, 1),
                                ("--threads-per-worker", args.threads_per_worker, 1), ("--gpus-per-task", args.gpus_per_task, 0)):
-        if value is not None and value < least:
-            raise ValueError(f"{flag} must be an integer >= {least}, got {value}")
+        if value is not None:
+            check_positive_int(value, flag, minimum=least)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--output-dir: {str(out_dir)!r} is a file; name a folder")
     check_summary_file(out_dir / SUMMARY_FILE)

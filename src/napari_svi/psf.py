@@ -31,6 +31,7 @@ from .psf_spec import (
     parse_temporal_spec,
     read_array,
 )
+from .validation import check_positive_int
 
 #: Truncation of Gaussian kernels, in standard deviations.
 GAUSSIAN_TRUNCATE = 4.0
@@ -262,8 +263,7 @@ def airy_psf(
             raise ValueError(f"{label} ({what}) must be a number, got {value!r}")
         if not (math.isfinite(value) and ok(value)):
             raise ValueError(f"{label} ({what}) must satisfy {rule}, got {value!r}")
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
+    oversample = check_positive_int(oversample, "oversample")
     scale = 2 * math.pi * na / wavelength_nm * pixel_size_nm  # v per pixel
     if size is None:
         radius = max(1, math.ceil(_AIRY_ZEROS[2] / scale))

@@ -15,10 +15,12 @@ taken per tile rather than per frame.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
+from ..validation import check_positive_int
 from ..windows import blend_weights, spread_starts
 from .base import DiffusionPrior
 
@@ -62,20 +64,20 @@ class TiledPrior(DiffusionPrior):
         min_tile_size: int = 64,
     ):
         m = prior.size_multiple
-        if tile_size is not None and (not _is_int(tile_size) or tile_size < m or tile_size % m):
+        if tile_size is not None and check_positive_int(tile_size, "tile_size") % m:
             raise ValueError(f"tile_size must be a positive multiple of {m} (the network's size multiple), got {tile_size!r}")
-        if not _is_int(overlap) or overlap < 0 or (tile_size is not None and overlap >= tile_size):
+        if check_positive_int(overlap, "overlap", minimum=0) >= (tile_size or math.inf):
             raise ValueError(f"overlap must be an integer in [0, tile_size), got {overlap!r} for tile_size {tile_size}")
-        if max_pixels_per_batch is not None and (not _is_int(max_pixels_per_batch) or max_pixels_per_batch < 1):
-            raise ValueError(f"max_pixels_per_batch must be a positive integer or None, got {max_pixels_per_batch!r}")
+        if max_pixels_per_batch is not None:
+            check_positive_int(max_pixels_per_batch, "max_pixels_per_batch")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         super().__init__(
             prior, prior.alphas_cumprod, channels=prior.channels, size_multiple=m, name=prior.name, info=prior.info
         )
-        self.tile_size = tile_size
+        self.tile_size = None if tile_size is None else int(tile_size)
         self.overlap = int(overlap)
-        self.max_pixels_per_batch = max_pixels_per_batch
+        self.max_pixels_per_batch = None if max_pixels_per_batch is None else int(max_pixels_per_batch)
         self.precision = precision
         self.min_tile_size = max(int(min_tile_size), m)
         self._channels_last = False
@@ -168,10 +170,6 @@ class TiledPrior(DiffusionPrior):
         with torch.autocast(device_type=x.device.type, dtype=dtype):
             eps = self.prior.predict_noise(x, t)
         return eps.float()
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _ceil_to(n: int, m: int) -> int:
