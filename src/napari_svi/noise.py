@@ -156,8 +156,10 @@ class ResidualGamma:
     def __post_init__(self) -> None:
         if not self.noise_sigma > 0:
             raise ValueError(f"noise_sigma must be positive for the residual gamma rule, got {self.noise_sigma}")
-        if self.region is not None and not (isinstance(self.region, int) and self.region >= 4):
-            raise ValueError(f"region must be None or an integer >= 4 pixels, got {self.region!r}")
+        if self.region is not None:
+            from .validation import check_positive_int
+
+            check_positive_int(self.region, "region (pixels)", minimum=4)
 
     def __call__(self, residual_energy: float, measured: float, trace: float) -> float:
         """``residual_energy = ||y - A x0||^2``, ``measured = m``, ``trace = tr(A^T A)``."""
