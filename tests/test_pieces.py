@@ -30,9 +30,10 @@ def _psnr(x, ref, peak=255.0):
 
 def test_tiles_equal_the_whole_frame_for_an_identity_operator_and_a_pixelwise_prior(nuclei, prior):
     # one frame-aligned noise field per step, sliced per tile: with a pixel-wise prior and A = I
-    # every pixel's sub-problem is the same in a tile as in the whole frame
+    # every pixel's sub-problem is the same in a tile as in the whole frame (from noise: the warm
+    # start's TV estimate couples neighbouring pixels, so it is not a pixel-wise method)
     y = nuclei + np.random.default_rng(0).normal(0, 4, nuclei.shape).astype(np.float32)
-    kw = dict(prior=prior, steps=8, noise_sigma=4.0, gamma=3.0, device="cpu", window=None)
+    kw = dict(prior=prior, steps=8, noise_sigma=4.0, gamma=3.0, device="cpu", window=None, start="noise")
     whole = restore(y, None, **kw)
     tiled = restore(y, None, memory_budget=6 * 20 * 4 * 24 * 24, **kw)
     assert tiled.metadata["tiles"][0] > 2 and tiled.metadata["tiles"][1] > 2
@@ -46,7 +47,7 @@ def test_tiles_equal_the_whole_frame_for_an_identity_operator_and_a_pixelwise_pr
 def test_independent_noise_is_frame_aligned_across_windows(nuclei, prior):
     # the ablation (per-frame noise) draws each frame's noise by its true frame index, so windows agree
     y = np.concatenate([nuclei, nuclei[::-1], nuclei])  # 18 frames
-    kw = dict(prior=prior, steps=6, noise_sigma=4.0, gamma=3.0, device="cpu", batch_consistent=False)
+    kw = dict(prior=prior, steps=6, noise_sigma=4.0, gamma=3.0, device="cpu", batch_consistent=False, start="noise")
     whole = restore(y, None, window=None, **kw).restored
     windowed = restore(y, None, window=6, window_overlap=2, **kw)
     assert windowed.metadata["windows"] > 2
@@ -60,7 +61,7 @@ def test_gamma_on_tiles_uses_only_the_entries_a_tile_observes(nuclei, prior):
 
     spec = OperatorSpec(spatial_psf="gaussian:1.5")
     y = degrade(nuclei, spec, noise_sigma=3.0, seed=2)
-    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15)  # the eta of the release
+    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15, start="noise")  # the release's
 
     def last_gammas(**extra):
         return [info["gamma"] for info in iter_restore(y, spec, **kw, **extra) if info["stage"] == "sampling" and info["i"] == kw["steps"] - 1]
