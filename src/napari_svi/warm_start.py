@@ -94,12 +94,14 @@ class PieceSolver:
         w = 1.0
         if self.blend == "cv":
             out = tuple(operator.out_shape)
-            keep = np.random.default_rng(HOLDOUT_SEED).random((out[0], *out[2:])) >= HOLDOUT_FRACTION
-            held_out = Mask(keep, out) @ operator
+            seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
+            drawn = np.random.default_rng(HOLDOUT_SEED).random(seen.shape) < HOLDOUT_FRACTION
+            # one mask for what the held-out solve sees: the piece's own unobserved entries stay out too
+            held_out = Mask(seen & ~drawn, out) @ operator
             tv_h = discrepancy_tv(y, held_out, noise_sigma)[0]
             for info in svi_steps(prior, y, held_out, start=tv_h, start_t=self.start_t, **kwargs(0)):
                 yield 0, {**info, "final": False}
-            held = torch.from_numpy(~keep)[:, None].to(y.device).expand(out) & (operator.observed(torch.ones_like(y)) != 0)
+            held = torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)
             w = blend_weight(operator.observed(y), operator, held, tv_h, info["denoised"])
             self.blend_weights.append(round(w, 4))
         x_tv, tv_weight, _ = discrepancy_tv(y, operator, noise_sigma)
