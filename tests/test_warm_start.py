@@ -12,7 +12,7 @@ from napari_svi.operators.spatial import Mask
 from napari_svi.priors.base import GaussianPrior
 from napari_svi.restore import restore
 from napari_svi.schedules import alphas_cumprod
-from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weight, check_start
+from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weight, blend_weights, check_start
 
 
 def _smooth_stack(shape=(4, 1, 32, 32), seed=0):
@@ -69,7 +69,7 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert [s for s, _ in finals] == [0, 1]
     assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
     assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
-    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight"}
+    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight", "blend_rl_weight"}
     assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
     noiseless = PieceSolver("tv", 200, "cv")
     assert len(list(noiseless.solve(prior, y, op, None, 1, lambda s: dict(steps=3)))) == 3
@@ -117,3 +117,39 @@ def test_cli_flag_defaults_match_the_library():
     add_sampler_flags(p)
     args = p.parse_args([])
     assert (args.start, args.start_t, args.blend, args.steps) == ("tv", DEFAULT_START_T, "cv", None)
+
+
+def test_measurement_start_interpolates_frames_no_measurement_reaches():
+    from napari_svi.operators import OperatorSpec
+
+    spec = OperatorSpec(temporal_subsample=2)
+    op = spec.build((5, 1, 4, 4))
+    truth = torch.arange(5, dtype=torch.float32).reshape(5, 1, 1, 1).expand(5, 1, 4, 4).contiguous()
+    x = measurement_start(op.forward(truth), op)
+    torch.testing.assert_close(x, truth)  # frames 1 and 3 are the means of their neighbours
+
+
+def test_blend_weights_of_two_estimates_stay_in_the_simplex():
+    shape = (3, 1, 16, 16)
+    g = torch.Generator().manual_seed(4)
+    base, a, b = (torch.rand(shape, generator=g) for _ in range(3))
+    op, held = Identity(shape), torch.rand(shape, generator=g) < 0.4
+    y = base + 0.2 * (a - base) + 0.5 * (b - base)
+    assert blend_weights(y, op, held, base, [a, b]) == pytest.approx([0.2, 0.5], abs=1e-4)
+    w = blend_weights(base + 1.5 * (a - base) + 1.5 * (b - base), op, held, base, [a, b])
+    assert min(w) >= 0 and sum(w) <= 1 + 1e-9 and sum(w) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_discrepancy_rl_stops_at_the_noise_level_and_refuses_signed_operators():
+    from napari_svi.classical import discrepancy_rl
+    from napari_svi.operators.spatial import SpatialConvolution
+    from napari_svi.psf import gaussian_psf
+
+    truth = _smooth_stack()
+    op = SpatialConvolution(gaussian_psf(1.5), truth.shape)
+    sigma = 0.02
+    y = op.forward(truth) + sigma * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
+    x, n, chi2 = discrepancy_rl(y, op, sigma)
+    assert chi2 <= 1.0 and 1 <= n < 200
+    signed = SpatialConvolution(np.array([[0.0, -0.5, 0.0], [-0.5, 3.0, -0.5], [0.0, -0.5, 0.0]]), truth.shape)
+    assert discrepancy_rl(y, signed, sigma) is None

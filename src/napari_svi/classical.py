@@ -113,13 +113,73 @@ def tv_admm(y: torch.Tensor, operator: LinearOperator, weight: float, n_iter: in
 
 
 
+def richardson_lucy_steps(
+    y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6
+) -> Iterator[dict]:
+    """Richardson-Lucy iterations ``x <- x * A^T(y / A x) / A^T 1``, yielding ``{"i", "x"}``.
+
+    The multiplicative update for Poisson data (Richardson 1972, Lucy 1974), the same as
+    ``skimage.restoration.richardson_lucy`` but with the whole spatio-temporal operator, so temporal
+    and spatial blur, downsampling and masks are deconvolved jointly. ``y`` is clipped at 0 and the
+    start is the constant mean of ``A^T y / A^T 1``; pixels that no measurement sees (``A^T 1 = 0``)
+    keep it. ``eps`` guards the divisions.
+    """
+    yc = y.clamp_min(0)
+    norm = operator.adjoint(torch.ones_like(y))
+    seen = norm > 0
+    norm = norm.clamp_min(eps)
+    x = torch.full(operator.in_shape, float((operator.adjoint(yc) / norm)[seen].mean()), dtype=y.dtype, device=y.device)
+    for i in range(n_iter):
+        x = torch.where(seen, x * operator.adjoint(yc / operator.forward(x).clamp_min(eps)) / norm, x)
+        yield {"i": i, "x": x}
+
+
+def is_nonnegative_operator(operator: LinearOperator, probes: int = 2) -> bool:
+    """Whether ``A`` and ``A^T`` map nonnegative stacks to nonnegative ones (so Richardson-Lucy applies),
+    probed with random nonnegative stacks."""
+    g = torch.Generator().manual_seed(3)
+    for _ in range(probes):
+        x = torch.rand(operator.in_shape, generator=g)
+        y = torch.rand(operator.out_shape, generator=g)
+        for out in (operator.forward(x), operator.adjoint(y)):
+            if float(out.min()) < -1e-6 * float(out.abs().max().clamp_min(1e-30)):
+                return False
+    return True
+
+
+def discrepancy_rl(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,
+                   max_iter: int = 200, target: float = 1.0) -> tuple[torch.Tensor, int, float] | None:
+    """Richardson-Lucy stopped by the discrepancy principle: the first iterate whose data residual
+    ``||y - A x||^2`` is at most ``target * m * noise_sigma^2`` (or the last of ``max_iter``).
+    Returns ``(x, iterations, chi2)``, or ``None`` when ``A`` is not nonnegative."""
+    if not is_nonnegative_operator(operator):
+        return None
+    observed = operator.observed(y)
+    if measured is None:
+        measured = float((operator.forward(torch.ones(operator.in_shape, dtype=y.dtype, device=y.device)) != 0).sum())
+    energy = measured * noise_sigma**2
+    x, chi2, n = None, math.inf, 0
+    for info in richardson_lucy_steps(observed, operator, max_iter):
+        x, n = info["x"], info["i"] + 1
+        chi2 = float((operator.forward(x) - observed).square().sum()) / energy
+        if chi2 <= target:
+            break
+    return (x, n, chi2) if x is not None else None
+
+
 def measurement_start(y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
     """The measurement brought to the stack's grid by the operator alone: ``A^T y / A^T 1`` where some
-    measurement reaches a voxel, the mean of the measurement elsewhere (a start for iterative solvers)."""
+    measurement reaches a voxel; frames that no measurement reaches (frame interpolation) are the
+    linear interpolation in time of the nearest reached frames; other unreached voxels (masked
+    pixels) the mean of the measurement (a start for iterative solvers)."""
+    from .sampler import fill_unseen, unseen_frames
+
     reach = operator.adjoint(torch.ones_like(y))
     seen = reach > 1e-6 * float(reach.max().clamp_min(1e-30))
     x = operator.adjoint(y) / reach.clamp_min(1e-12)
-    return torch.where(seen, x, x[seen].mean() if bool(seen.any()) else torch.zeros_like(x))
+    x = torch.where(seen, x, x[seen].mean() if bool(seen.any()) else torch.zeros_like(x))
+    unseen = unseen_frames(operator)
+    return x if unseen is None else fill_unseen(x, unseen.to(x.device), 1e12)
 
 
 def discrepancy_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,

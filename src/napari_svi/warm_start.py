@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .classical import discrepancy_tv
+from .classical import discrepancy_rl, discrepancy_tv
 from .operators.spatial import Mask
 from .sampler import svi_steps
 from .validation import check_positive_int
@@ -57,12 +57,49 @@ def check_start(start, start_t, steps, blend) -> None:
         raise ValueError(f"steps ({steps}) must be at most start_t + 1 ({start_t + 1}) with start='tv'")
 
 
+def blend_weights(y: torch.Tensor, operator, held: torch.Tensor, base: torch.Tensor,
+                  others: list[torch.Tensor]) -> list[float]:
+    """Weights ``w_i >= 0``, ``sum w_i <= 1``, of ``base + sum_i w_i (others_i - base)`` that best predict
+    the entries ``held`` of ``y`` (least squares; one or two others): every face of the simplex is
+    fitted and the feasible fit with the smallest held-out residual is kept."""
+    r = (y - operator.forward(base))[held].double()
+    d = [(operator.forward(o) - operator.forward(base))[held].double() for o in others]
+    n = len(d)
+
+    def fit(directions: list[int], offset=None):
+        """Least squares over ``directions`` (indices into d), from ``base`` or from vertex ``offset``."""
+        rr = r if offset is None else r - d[offset]
+        cols = [d[i] if offset is None else d[i] - d[offset] for i in directions]
+        if not cols:
+            return rr
+        m = torch.stack(cols, dim=1)
+        coef = torch.linalg.lstsq(m, rr[:, None]).solution[:, 0] if float(m.square().sum()) > 0 else torch.zeros(len(cols), dtype=rr.dtype)
+        return coef
+
+    candidates = [[0.0] * n]
+    for subset in ([[i] for i in range(n)] + ([list(range(n))] if n > 1 else [])):
+        coef = fit(subset)
+        w = [0.0] * n
+        for i, c in zip(subset, coef.tolist(), strict=True):
+            w[i] = c
+        candidates.append(w)
+    if n == 2:  # the edge w_0 + w_1 = 1
+        t = float(fit([1], offset=0)[0])
+        candidates.append([1 - t, t])
+    for i in range(n):  # every vertex
+        candidates.append([1.0 if j == i else 0.0 for j in range(n)])
+    feasible = [w for w in candidates if min(w) >= -1e-12 and sum(w) <= 1 + 1e-12]
+
+    def residual(w):
+        return float((r - sum(wi * di for wi, di in zip(w, d, strict=True))).square().sum())
+
+    best = min(feasible, key=residual)
+    return [float(min(max(wi, 0.0), 1.0)) for wi in best]
+
+
 def blend_weight(y: torch.Tensor, operator, held: torch.Tensor, x_tv: torch.Tensor, x_svi: torch.Tensor) -> float:
     """The weight ``w`` in [0, 1] of ``x_tv + w (x_svi - x_tv)`` that best predicts the entries ``held`` of ``y``."""
-    r = (y - operator.forward(x_tv))[held].double()
-    d = (operator.forward(x_svi) - operator.forward(x_tv))[held].double()
-    dd = float((d * d).sum())
-    return 0.0 if dd <= 0 else float(min(max(float((r * d).sum()) / dd, 0.0), 1.0))
+    return blend_weights(y, operator, held, x_tv, [x_svi])[0]
 
 
 class PieceSolver:
@@ -72,6 +109,7 @@ class PieceSolver:
         self.start, self.start_t, self.blend = start, int(start_t), blend
         self.tv_weights: list[float] = []
         self.blend_weights: list[float] = []
+        self.rl_weights: list[float] = []
         self.from_noise = 0
 
     def runs(self, noise_sigma: float | None, samples: int) -> int:
@@ -91,7 +129,7 @@ class PieceSolver:
                 for info in svi_steps(prior, y, operator, **kwargs(s)):
                     yield s, {**info, "final": info["i"] + 1 == info["steps"]}
             return
-        w = 1.0
+        w_rl, w = 0.0, 1.0
         if self.blend == "cv":
             out = tuple(operator.out_shape)
             seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
@@ -99,18 +137,26 @@ class PieceSolver:
             # one mask for what the held-out solve sees: the piece's own unobserved entries stay out too
             held_out = Mask(seen & ~drawn, out) @ operator
             tv_h = discrepancy_tv(y, held_out, noise_sigma)[0]
+            rl_h = discrepancy_rl(y, held_out, noise_sigma)
             for info in svi_steps(prior, y, held_out, start=tv_h, start_t=self.start_t, **kwargs(0)):
                 yield 0, {**info, "final": False}
             held = torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)
-            w = blend_weight(operator.observed(y), operator, held, tv_h, info["denoised"])
+            others = [info["denoised"]] + ([] if rl_h is None else [rl_h[0]])
+            weights = blend_weights(operator.observed(y), operator, held, tv_h, others)
+            w, w_rl = weights[0], (weights[1] if rl_h is not None else 0.0)
             self.blend_weights.append(round(w, 4))
+            self.rl_weights.append(round(w_rl, 4))
         x_tv, tv_weight, _ = discrepancy_tv(y, operator, noise_sigma)
         self.tv_weights.append(round(tv_weight, 6))
+        x_cl = x_tv
+        if w_rl > 0:
+            x_rl = discrepancy_rl(y, operator, noise_sigma)
+            x_cl = x_tv + w_rl * (x_rl[0] - x_tv)
         for s in range(samples):
             for info in svi_steps(prior, y, operator, start=x_tv, start_t=self.start_t, **kwargs(s)):
                 final = info["i"] + 1 == info["steps"]
                 if final:
-                    info = {**info, "denoised": x_tv + w * (info["denoised"] - x_tv)}
+                    info = {**info, "denoised": x_cl + w * (info["denoised"] - x_tv)}
                 yield s, {**info, "final": final}
 
     def record(self) -> dict:
@@ -127,6 +173,7 @@ class PieceSolver:
             out["start_tv_weight"] = self.tv_weights
         if self.blend_weights:
             out["blend_weight"] = self.blend_weights
+            out["blend_rl_weight"] = self.rl_weights
         if self.from_noise:
             out["start_from_noise"] = f"{self.from_noise} noiseless piece(s): no noise level to set the TV weight"
         return out

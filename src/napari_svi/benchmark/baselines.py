@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..cg import conjugate_gradient
-from ..classical import gradient, gradient_adjoint, tv_admm, tv_admm_steps  # noqa: F401 (the baselines' TV)
+from ..classical import gradient, gradient_adjoint, richardson_lucy_steps, tv_admm, tv_admm_steps  # noqa: F401 (the baselines' TV and RL)
 from ..operators import OperatorSpec
 from ..operators.base import LinearOperator
 
@@ -93,27 +93,6 @@ def is_nonnegative(spec: OperatorSpec) -> bool:
     kernel = spec.temporal_kernel()
     psf = spec.spatial_kernel()
     return (kernel is None or bool(np.all(kernel >= 0))) and (psf is None or bool(np.all(psf >= 0)))
-
-
-def richardson_lucy_steps(
-    y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6
-) -> Iterator[dict]:
-    """Richardson-Lucy iterations ``x <- x * A^T(y / A x) / A^T 1``, yielding ``{"i", "x"}``.
-
-    The multiplicative update for Poisson data (Richardson 1972, Lucy 1974), the same as
-    ``skimage.restoration.richardson_lucy`` but with the whole spatio-temporal operator, so temporal
-    and spatial blur, downsampling and masks are deconvolved jointly. ``y`` is clipped at 0 and the
-    start is the constant mean of ``A^T y / A^T 1``; pixels that no measurement sees (``A^T 1 = 0``)
-    keep it. ``eps`` guards the divisions.
-    """
-    yc = y.clamp_min(0)
-    norm = operator.adjoint(torch.ones_like(y))
-    seen = norm > 0
-    norm = norm.clamp_min(eps)
-    x = torch.full(operator.in_shape, float((operator.adjoint(yc) / norm)[seen].mean()), dtype=y.dtype, device=y.device)
-    for i in range(n_iter):
-        x = torch.where(seen, x * operator.adjoint(yc / operator.forward(x).clamp_min(eps)) / norm, x)
-        yield {"i": i, "x": x}
 
 
 def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
