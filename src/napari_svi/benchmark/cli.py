@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     q.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                    help=f"methods to run (default: all): {', '.join(METHODS)}")
     q.add_argument("--prior", default="default", help="prior of svi and independent: default | folder | checkpoint")
-    q.add_argument("--steps", type=int, default=defaults.steps, help="SVI denoising steps, NFE (default: 20)")
+    q.add_argument("--steps", type=int, default=defaults.steps, help="SVI denoising steps, NFE (default: restore's)")
+    _add_start_flags(q)
     q.add_argument("--eta", type=eta_arg, default=defaults.eta,
                    help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto, restore's)")
     q.add_argument("--cg-steps", type=int, default=defaults.cg_steps,
@@ -83,6 +84,7 @@ def add_parser(subparsers) -> None:
     r.add_argument("--prior", default="default", help="prior of svi: default | folder | checkpoint")
     r.add_argument("--steps", type=int, default=None, help="SVI denoising steps (default: restore's default)")
     r.add_argument("--eta", type=eta_arg, default=None, help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto)")
+    _add_start_flags(r)
     r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
     r.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
@@ -179,7 +181,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
     from .report import command_line, machine_info, write_quality_report
 
     for name in ("frames", "steps", "cg_steps", "rl_max_iter", "tv_iter"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.peak_photons <= 0 or args.read_noise < 0:
         raise ValueError("--peak-photons must be > 0 and --read-noise >= 0")
@@ -197,6 +199,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
         prior = TiledPrior(prior, tile_size=None, max_pixels_per_batch=args.max_pixels)
     settings = QualitySettings(steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, seed=args.seed,
+                               start=args.start, blend=args.blend,
                                device=str(device), peak_photons=args.peak_photons, read_noise_photons=args.read_noise,
                                rl_max_iter=args.rl_max_iter, tv_iter=args.tv_iter)
     header = {"command": command_line(), "data": data_record, "machine": machine_info(device),
@@ -236,6 +239,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
                        frames=args.frames, crop=args.crop, data_dir=args.data_dir,
                        settings=QualitySettings(seed=args.seed, device=str(device),
+                                                start=args.start, blend=args.blend,
                                                 **{k: getattr(args, k) for k in ("steps", "eta")
                                                    if getattr(args, k) is not None}),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -245,6 +249,13 @@ def run_suite_command(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(suite_markdown(result, header))
     print(f"wrote results.json and results.md to {out} in {header['seconds_total']:.0f} s")
     return 0
+
+
+def _add_start_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", choices=("tv", "noise"), default="tv",
+                   help="SVI's start: the TV estimate diffused to t=200, or noise as in the paper (default: tv)")
+    p.add_argument("--blend", choices=("cv", "none"), default="cv",
+                   help="SVI's blend with the TV estimate by held-out data, or none (default: cv)")
 
 
 def _prior_record(prior, spec: str) -> dict:

@@ -141,7 +141,8 @@ def quality_markdown(records: list[dict], details: dict) -> str:
     if settings:
         lines.append(f"Noise (noisy tasks): Poisson, {settings.get('peak_photons'):g} photons at the truth's 99.9th "
                      f"percentile, plus Gaussian read noise of {settings.get('read_noise_photons'):g} photons. "
-                     f"SVI: {settings.get('steps')} NFE, eta {settings.get('eta')}, {settings.get('cg_steps')} CG "
+                     f"SVI: {settings.get('steps') or 'default'} NFE, start {settings.get('start')}, blend "
+                     f"{settings.get('blend')}, eta {settings.get('eta')}, {settings.get('cg_steps')} CG "
                      "steps, noise level and gamma automatic. richardson-lucy and tv-admm: iterations / weight "
                      "tuned on the ground truth (oracle).")
     machine = details.get("machine", {})
