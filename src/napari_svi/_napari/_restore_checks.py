@@ -44,8 +44,8 @@ def check_prior(choice: str, path) -> str:
     return str(p)
 
 #: Allowed ranges of the sampler fields (the spin boxes accept more, so that a typed value is
-#: reported, not silently clamped).
-LIMITS = {"steps": (1, 1000), "cg_steps": (0, 200), "samples": (1, 64), "preview_every": (0, 1000),
+#: reported, not silently clamped). Steps: at most the warm start's timestep (200) + 1.
+LIMITS = {"steps": (1, 201), "cg_steps": (0, 200), "samples": (1, 64), "preview_every": (0, 1000),
           "eta": (0.0, 1.0), "seed": (0, 2**31 - 2)}
 LABELS = {"steps": "Steps", "cg_steps": "CG steps", "samples": "Posterior samples", "preview_every": "Live preview every",
           "eta": "η (stochasticity)", "seed": "Seed"}
