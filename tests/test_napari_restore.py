@@ -48,7 +48,7 @@ def test_widget_builds_with_its_fields(make_napari_viewer, stack):
     assert w.operator.temporal_kind.choices == ("none", "box", "gaussian", "exposure", "file")
     assert w.operator.spatial_kind.choices == ("none", "gaussian", "airy", "layer")
     assert w.device.choices[:2] == ("auto", "cpu")
-    assert (w.steps.value, w.eta_auto.value, w.cg_steps.value, w.samples.value) == (20, True, 5, 1)
+    assert (w.steps.value, w.eta_auto.value, w.cg_steps.value, w.samples.value) == (5, True, 5, 1)
     assert not w.eta.enabled  # eta follows the noise level until the user unticks "automatic"
     w.eta_auto.value = False
     assert w.eta.enabled
@@ -167,9 +167,9 @@ def test_restore_adds_result_and_uncertainty_with_geometry_and_metadata(make_nap
     assert w.run_panel.button.text == "Cancel" and not w.run_panel.progress.native.isHidden()
     wait_done(qtbot, w)
     assert stages_seen[:4] == [("estimating noise", "Estimating the noise…"), ("loading prior", "Loading the prior…"),
-                               ("planning windows", "Planning windows…"), ("window", "Step 0 / 6 · sampling…")]
-    assert steps_seen[-1] == (6, 6)  # 3 steps x 2 samples
-    assert w.run_panel.text.startswith("Step 6 / 6 · 0 s left")  # what the progress bar read last
+                               ("planning windows", "Planning windows…"), ("window", "Step 0 / 9 · sampling…")]
+    assert steps_seen[-1] == (9, 9)  # 3 steps x (2 samples + the held-out solve of the blend)
+    assert w.run_panel.text.startswith("Step 9 / 9 · 0 s left")  # what the progress bar read last
     assert w.run_panel.button.text == "Restore" and "Done" in w.run_panel.status.value
     names = [lay.name for lay in viewer.layers]
     assert names == ["cells", "cells restored", "cells uncertainty"]  # the preview became the result
