@@ -184,7 +184,7 @@ def test_cli_speed_tiny(tiny_prior, tmp_path):
     try:
         code = main(["benchmark", "speed", "-o", str(tmp_path), "--prior", str(tiny_prior), "--device", "cpu",
                      "--frames", "2", "4", "--frames-size", "16", "--sizes", "16", "32", "--size-frames", "2",
-                     "--steps", "1", "--tile-size", "16", "--threads", "1"])
+                     "--steps", "1", "--tile-size", "16", "--threads", "1", "--reference", "none"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
