@@ -583,6 +583,17 @@ def test_tiled_prior_validates_settings(kwargs, match):
         TiledPrior(pixelwise_prior(), **kwargs)
 
 
+def test_tiled_prior_pads_nothing_and_says_so():
+    # padding to the network's multiple is the piece's job (A @ Crop); the wrapper reports the network's multiple
+    tiled = TiledPrior(pixelwise_prior(), 16, overlap=4)
+    assert tiled.size_multiple == 4
+    x, t = inputs(b=2, h=10, w=40)  # 10 rows fit in one tile but are not a multiple of 4; 40 columns are tiled
+    with pytest.raises(ValueError, match="multiple of 4"):
+        tiled.predict_noise(x, t)
+    x, t = inputs(b=2, h=12, w=41)  # a side longer than the tile needs no multiple
+    torch.testing.assert_close(tiled.predict_noise(x, t), torch.tanh(x) * (1 + t.reshape(-1, 1, 1, 1) / 1000))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])

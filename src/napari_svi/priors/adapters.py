@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..validation import check_positive_int
 from .base import DiffusionPrior
 
 
@@ -93,9 +94,7 @@ class ChannelAdaptedPrior(DiffusionPrior):
 
 def adapt_channels(prior: DiffusionPrior, channels: int) -> DiffusionPrior:
     """``prior`` itself when it already has ``channels`` channels, else a :class:`ChannelAdaptedPrior`."""
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ValueError(f"channels must be a positive integer, got {channels!r}")
-    if channels == prior.channels:
+    if check_positive_int(channels, "channels") == prior.channels:
         return prior
     return ChannelAdaptedPrior(prior, channels)
 
