@@ -26,13 +26,12 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(int(job["threads"]))
-    import napari_svi
     from napari_svi.operators import OperatorSpec
     from napari_svi.restore import restore
 
-    here = Path(napari_svi.__file__).resolve()
+    here = Path(sys.modules["napari_svi.restore"].__file__).resolve()  # (the package exports a function of that name)
     if src not in here.parents:
-        raise SystemExit(f"napari_svi was imported from {here}, not from {src}")
+        raise SystemExit(f"napari_svi.restore was imported from {here}, not from {src}")
 
     def status_kib(field):
         try:
@@ -58,7 +57,7 @@ if __name__ == "__main__":
     print(json.dumps({
         "seconds": seconds,
         "peak_mb": None if peak is None or base is None else max(0.0, (peak - base) / 1024),
-        "napari_svi_version": getattr(napari_svi, "__version__", "?"),
+        "napari_svi_version": result.metadata.get("napari_svi_version", "?"),
         "file": str(here),
         "threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
