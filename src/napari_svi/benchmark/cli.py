@@ -91,8 +91,10 @@ def add_parser(subparsers) -> None:
 
     s = sub.add_parser(
         "speed", help="time per network evaluation and per restore versus frames and frame size",
-        description="Time one network evaluation and one restore versus the number of frames and the frame size on "
-        "each device, with peak memory and linear fits; writes speed.json, speed.md and speed.png to REPORT_DIR.",
+        description="First restore one clip side by side with a reference code (the 2026-11-26 release by default), "
+        "alternating fresh processes, and write comparison.json and comparison.md (seconds per clip, frames per second, "
+        "peak memory, PSNR, the ratio); then time one network evaluation and one restore versus the number of frames "
+        "and the frame size on each device, with peak memory and linear fits (speed.json, speed.md, speed.png).",
     )
     s.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
     s.add_argument("--prior", default="default", help="default | folder | checkpoint")

@@ -7,7 +7,15 @@
 2. Timing: a 16 x 256 x 256 restore at 20 NFE (box-7 blur, Poisson-Gaussian noise) in float32 and in
    half precision (the network under float16 autocast; CG stays float32): seconds, frames per second,
    peak GPU memory and PSNR against the truth.
-3. Optionally (``--speed``) the speed sweep of :mod:`.speed` on the GPU.
+3. Levers (:mod:`.gpu_levers`) on the same restore: CUDA graphs in float32, float16 and bfloat16;
+   2, 4 and 8 clips restored side by side with their network calls gathered into one batch (what
+   fills a large GPU); a 64-frame stack in one piece and in windows; a ``torch.profiler`` table
+   (``profile.txt``); ``torch.compile`` of the network with ``--compile`` when 200 s are left.
+   Each reports frames per second, peak GPU memory, PSNR and its largest difference from float32.
+4. Optionally (``--speed``) the speed sweep of :mod:`.speed` on the GPU.
+
+``gpu_check.json`` is rewritten after every stage; stages that would not fit ``--budget-s`` are
+skipped and say so in the table.
 
 A short table is printed last. ``--dry-run`` shrinks every size so the whole check runs on a CPU in
 seconds (what the tests do); ``--device cpu`` with it compares the CPU with itself.
