@@ -137,6 +137,19 @@ def network_ops(frames: int, crop: int, threads: int, top: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
+def network_gflop(crop: int) -> float:
+    """Floating-point operations of one network evaluation of one ``crop`` x ``crop`` frame, in GFLOP."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_svi.priors.loading import load_prior
+
+    net = load_prior("default", "cpu", channels=1).network
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(torch.zeros(1, 1, crop, crop), torch.full((1,), 500))
+    return counter.get_total_flops() / 1e9
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=16)
@@ -196,6 +209,16 @@ def main(argv=None) -> int:
     for cat in CATEGORIES:
         if cat not in timer.seconds:
             lines.append(f"| {cat} | 0 | 0 % | 0 |")
+    gflop = network_gflop(args.crop)
+    nfe = timer.calls.get("network (UNet eps prediction)", 0)
+    net_s = timer.seconds.get("network (UNet eps prediction)", 0.0)
+    total = gflop * args.frames * nfe
+    lines += ["", f"Arithmetic of the network (torch.utils.flop_counter): {gflop:.2f} GFLOP per {args.crop} x {args.crop} "
+              f"frame per evaluation, so {total / 1000:.2f} TFLOP for {nfe} evaluations of {args.frames} frames: "
+              f"{total / max(net_s, 1e-9):.0f} GFLOP/s achieved in the network here. One core of this CPU does at most "
+              "2 x 8 float32 fused multiply-adds per cycle (AVX2, two FMA units): 32 FLOP per cycle, about 100 GFLOP/s "
+              "at 3 GHz: the most a lever that keeps the arithmetic could win is the gap to that, on a core that is not "
+              "shared (see the load average above)."]
     if cprof is not None:
         lines += ["", f"## cProfile (second run, {cprof[0]:.2f} s under the profiler): top 20 by own time", "",
                   "```", *_trim_pstats(cprof[1]), "```"]

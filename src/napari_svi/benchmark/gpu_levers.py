@@ -147,7 +147,7 @@ class Levers:
         finally:
             self.truth, self.reference01, self.scale = keep
 
-    def compiled(self, mode: str = "max-autotune-no-cudagraphs") -> None:
+    def compiled(self, mode: str = "reduce-overhead") -> None:
         """``torch.compile`` of the network (compile time is the warm-up)."""
         from ..priors.base import DiffusionPrior
 
@@ -168,8 +168,14 @@ class Levers:
         _restore(self.y, self.spec, wrapped, self.device, 1)
         with profile(activities=activities) as prof:
             _restore(self.y, self.spec, wrapped, self.device, steps)
-        key = "cuda_time_total" if self.device.type == "cuda" else "cpu_time_total"
-        return prof.key_averages().table(sort_by=key, row_limit=rows)
+        averages = prof.key_averages()
+        keys = ("device_time_total", "cuda_time_total") if self.device.type == "cuda" else ()
+        for key in (*keys, "cpu_time_total"):  # the device column's name changed across torch versions
+            try:
+                return f"sorted by {key}\n" + averages.table(sort_by=key, row_limit=rows)
+            except (AttributeError, KeyError, ValueError):
+                continue
+        return averages.table(row_limit=rows)
 
     def _size(self, y=None) -> str:
         y = self.y if y is None else y
