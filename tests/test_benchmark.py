@@ -207,6 +207,13 @@ def test_gpu_check_dry_run_on_cpu(tiny_prior, tmp_path, capsys):
     assert "GPU check" in printed and "bfloat16 vs float32" in printed.splitlines()[-2]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["agreement"]["tf32-on"]["relative_error"] == 0.0  # the CPU agrees with itself
+    levers = result["levers"]
+    assert not [name for name, rec in levers.items() if "error" in rec]
+    batched = [rec for rec in levers.values() if rec.get("clips")]
+    assert [rec["clips"] for rec in batched] == [2, 4] and [rec["frames"] for rec in batched] == [8, 16]
+    # clips whose network calls share one batch get what one clip gets alone
+    assert all(rec["max_abs_difference_from_float32"] < 1e-4 for rec in batched)
+    assert (tmp_path / "profile.txt").read_text().count("aten::") >= 5
 
 
 def test_gpu_check_script_parses():
