@@ -190,8 +190,8 @@ def main(argv=None) -> int:
     ops = None if args.no_torch_profile else network_ops(args.frames, args.crop, args.threads)
     machine = machine_info()
     lines = [f"# Profile of a default restore, {args.frames} x {args.crop} x {args.crop}", "",
-             "```", "OMP_NUM_THREADS=%d python benchmarks/profile_restore.py --threads %d --frames %d --crop %d%s"
-             % (args.threads, args.threads, args.frames, args.crop, " -o " + args.output if args.output else ""),
+             "```", f"OMP_NUM_THREADS={args.threads} python benchmarks/profile_restore.py --threads {args.threads} "
+             f"--frames {args.frames} --crop {args.crop}" + (f" -o {args.output}" if args.output else ""),
              "```", "",
              f"The restore: `napari-svi {' '.join(a if a != str(path) else 'CROP.tif' for a in argv_cli)}` "
              "(run in-process; CROP.tif is the centred crop of the first frames of "

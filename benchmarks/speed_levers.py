@@ -105,8 +105,8 @@ def nnpack_layers(rounds: int = 3) -> None:
     torch.manual_seed(0)
     for ch, px in ((32, 128), (64, 64), (96, 32), (128, 16)):
         x, w, b = torch.randn(4, ch, px, px), torch.randn(ch, ch, 3, 3) * 0.05, torch.randn(ch)
-        calls = {"onednn": lambda: F.conv2d(x, w, b, padding=1),
-                 "nnpack": lambda: torch._nnpack_spatial_convolution(x, w, b, [1, 1])}
+        calls = {"onednn": lambda x=x, w=w, b=b: F.conv2d(x, w, b, padding=1),
+                 "nnpack": lambda x=x, w=w, b=b: torch._nnpack_spatial_convolution(x, w, b, [1, 1])}
         best = {}
         with torch.inference_mode():
             ref = calls["onednn"]()

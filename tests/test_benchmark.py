@@ -204,7 +204,8 @@ def test_gpu_check_dry_run_on_cpu(tiny_prior, tmp_path, capsys):
     assert main(["--device", "cpu", "--dry-run", "--prior", str(tiny_prior), "--half", "bfloat16",
                  "-o", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "GPU check" in printed and "bfloat16 vs float32" in printed.splitlines()[-2]
+    table = printed[printed.index("GPU check"):].splitlines()
+    assert any(line.startswith("bfloat16 vs float32 result") for line in table) and table[-1].startswith("(total")
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["agreement"]["tf32-on"]["relative_error"] == 0.0  # the CPU agrees with itself
     levers = result["levers"]
