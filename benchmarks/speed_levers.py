@@ -102,6 +102,8 @@ VARIANTS = ("default", "chunk16k", "whole", "channels_last", "bfloat16", "float1
 
 def nnpack_layers(rounds: int = 3) -> None:
     """NNPACK's against oneDNN's 3 x 3 convolution on the UNet's layer shapes (4 frames per call)."""
+    if not torch._nnpack_available():  # the check also initialises NNPACK, which its convolution needs first
+        raise SystemExit("this PyTorch has no NNPACK")
     torch.manual_seed(0)
     for ch, px in ((32, 128), (64, 64), (96, 32), (128, 16)):
         x, w, b = torch.randn(4, ch, px, px), torch.randn(ch, ch, 3, 3) * 0.05, torch.randn(ch)
