@@ -80,6 +80,17 @@ def make_variant(name: str, x: torch.Tensor, t: torch.Tensor):
             if isinstance(module, ResBlock):
                 module.forward = forward.__get__(module)
         return _chunked(net, x, t, per)
+    if name == "nnpack_top":  # 3 x 3 convolutions on frames of 128 px or more through NNPACK, the others oneDNN
+        torch._nnpack_available()
+
+        def conv(self, h):
+            if self.kernel_size == (3, 3) and self.stride == (1, 1) and h.shape[-1] >= 128:
+                return torch._nnpack_spatial_convolution(h, self.weight, self.bias, [1, 1])
+            return F.conv2d(h, self.weight, self.bias, self.stride, self.padding)
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.padding == (1, 1):
+                module.forward = conv.__get__(module)
+        return _chunked(net, x, t, per)
     if name == "ort":
         import onnxruntime as rt
 
@@ -97,7 +108,7 @@ def make_variant(name: str, x: torch.Tensor, t: torch.Tensor):
 
 
 VARIANTS = ("default", "chunk16k", "whole", "channels_last", "bfloat16", "float16", "jit_freeze", "compile", "inplace",
-            "ort")
+            "nnpack_top", "ort")
 
 
 def nnpack_layers(rounds: int = 3) -> None:
