@@ -68,10 +68,51 @@ def test_resolve_device_cpu_and_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "mps", "", 3, None])
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "mps:1", "metal", "", 3, None])
 def test_resolve_device_rejects_unknown_names(bad):
-    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda', 'cuda:N'"):
+    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"):
         resolve_device(bad)
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [(True, True, "cuda"), (True, False, "cuda"),
+                                                       (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    """The selection logic without the hardware: what torch reports is patched."""
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(loading, "mps_available", lambda: mps)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if mps:
+        assert resolve_device("MPS") == torch.device("mps")
+
+
+def test_mps_without_apple_gpu_is_a_clear_error(monkeypatch):
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(loading, "mps_available", lambda: False)
+    with pytest.raises(ValueError, match="sees no Apple MPS GPU"):
+        resolve_device("mps")
+
+
+def test_mps_available_reads_torch_backends(monkeypatch):
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert loading.mps_available() is True
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert loading.mps_available() is False
+
+
+def test_schedule_stays_on_the_cpu_in_float64_when_the_prior_moves():
+    """Apple's MPS has no float64: the schedule is a CPU master, not a buffer that .to() would move."""
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    moved = prior.to(torch.float32)
+    assert moved.alphas_cumprod.dtype == torch.float64 and moved.alphas_cumprod.device.type == "cpu"
+    x = torch.randn(3, 1, 4, 4)
+    t = torch.tensor([10, 500, 990])
+    assert moved.predict_noise(x, t).dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

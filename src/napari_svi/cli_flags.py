@@ -102,7 +102,7 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sampler's noise; the same seed, input and device give the same result (default: 0)")
     p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
     p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
     add_threads_flag(p)

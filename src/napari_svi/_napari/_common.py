@@ -295,10 +295,12 @@ def result_geometry(layer, time_axis: int, temporal_subsample: int, downsample: 
 
 
 def device_choices() -> list[str]:
-    """``auto``, ``cpu`` and every CUDA device torch sees (``cuda:0``, ...)."""
+    """``auto``, ``cpu``, every CUDA device torch sees (``cuda:0``, ...) and ``mps`` where Apple's GPU is present."""
     import torch
 
-    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    from ..priors.loading import mps_available
+
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (["mps"] if mps_available() else [])
 
 
 INT_LIMIT = 2**31 - 1

@@ -366,6 +366,6 @@ def speed_figure(result: dict, path) -> Path:
 def command_line() -> str:
     """The command that is running, as typed (``napari-svi ...`` when run through the entry point)."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("napari-svi", "__main__.py"):
+    if argv and (Path(argv[0]).name in ("napari-svi", "__main__.py") or Path(argv[0]).parts[-2:] == ("napari_svi", "cli.py")):
         argv[0] = "napari-svi"
     return " ".join(argv)

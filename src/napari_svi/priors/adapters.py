@@ -43,13 +43,13 @@ class DiffusersUNet(nn.Module):
         self.unet = unet
         self.prediction_type = prediction_type
         self.channels = int(channels)
-        self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64), persistent=False)
+        self.alphas_cumprod = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)  # stays on the CPU
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.unet(x, t).sample[:, : self.channels]
         if self.prediction_type == "epsilon":
             return out
-        a = self.alphas_cumprod[t].to(out.dtype).reshape(-1, 1, 1, 1)
+        a = self.alphas_cumprod[t.cpu()].to(device=out.device, dtype=out.dtype).reshape(-1, 1, 1, 1)
         if self.prediction_type == "sample":
             return (x - a.sqrt() * out) / (1 - a).sqrt()
         return a.sqrt() * out + (1 - a).sqrt() * x

@@ -45,6 +45,9 @@ class TiledPrior(DiffusionPrior):
         Autocast dtype of the network (mainly for CUDA); eps is returned as float32 either way.
     min_tile_size : int
         Out-of-memory retries give up below this tile size.
+    channels_last : bool or None
+        Run the network on channels-last tensors; ``None`` (default): on CUDA only. On a CPU it was
+        0.7x to 1.15x of the default in five measurements (``benchmarks/results/speed/levers.md``).
 
     The wrapper's ``size_multiple`` is the network's, and the wrapper pads nothing: a frame side
     that one tile covers (every side when ``tile_size`` is None) must be a multiple of it. A side
@@ -62,6 +65,7 @@ class TiledPrior(DiffusionPrior):
         *,
         precision: str = "float32",
         min_tile_size: int = 64,
+        channels_last: bool | None = None,
     ):
         m = prior.size_multiple
         if tile_size is not None and check_positive_int(tile_size, "tile_size") % m:
@@ -80,6 +84,9 @@ class TiledPrior(DiffusionPrior):
         self.max_pixels_per_batch = None if max_pixels_per_batch is None else int(max_pixels_per_batch)
         self.precision = precision
         self.min_tile_size = max(int(min_tile_size), m)
+        if channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be None (on CUDA only), True or False, got {channels_last!r}")
+        self.channels_last = channels_last
         self._channels_last = False
         self._last_call: tuple[int, int] = (0, 0)  # (frames, pixels per frame) of the latest network call
 
@@ -91,7 +98,7 @@ class TiledPrior(DiffusionPrior):
         """eps for ``x`` (B, C, H, W) at timesteps ``t`` (B,) or a scalar; float32, shape of ``x``."""
         t = torch.as_tensor(t, device=x.device).reshape(-1)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
-        if x.device.type == "cuda" and not self._channels_last:
+        if self._use_channels_last(x) and not self._channels_last:
             self.prior.to(memory_format=torch.channels_last)  # outside inference mode: params stay normal tensors
             self._channels_last = True
         while True:
@@ -161,8 +168,11 @@ class TiledPrior(DiffusionPrior):
         self._last_call = (per, pixels)
         return torch.cat([self._network(x[i : i + per], t[i : i + per]) for i in range(0, n, per)])
 
+    def _use_channels_last(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cuda" if self.channels_last is None else self.channels_last
+
     def _network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cuda":
+        if self._use_channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
         if dtype == torch.float32:
