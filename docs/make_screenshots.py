@@ -6,7 +6,7 @@ Run from the repository root under a display, e.g.::
 
 Options: ``--prior`` (default ``default``: the bundled prior), ``--crop`` (side of a centred square
 crop of the sample's frames; 0 = the whole 511 x 256 frames, which take about 8 min per step on a
-busy 2-core CPU), ``--only`` (a comma-separated subset of restore,simulate,train).
+busy 2-core CPU), ``--only`` (a comma-separated subset of restore,simulate,forms,train).
 
 Everything shown is computed: the sample opens through napari's sample menu machinery, the
 widgets are the plugin's dock widgets, and "Restore" runs the real sampler with the widget's
@@ -41,13 +41,18 @@ def wait_until(app, condition, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def shot(viewer, app, name: str) -> None:
+def shot(viewer, app, name: str, colours: int = 0) -> None:
+    """Save the whole window as docs/NAME; ``colours`` > 0 stores a palette of that many (a smaller file)."""
     wait(app, 0.3)  # let the canvas take its final size before fitting the view to it
     viewer.reset_view()
     wait(app, 0.5)
     path = DOCS / name
     viewer.screenshot(str(path), canvas_only=False)
-    print(f"wrote {path}")
+    if colours:
+        from PIL import Image
+
+        Image.open(path).convert("RGB").quantize(colours).save(path, optimize=True)
+    print(f"wrote {path} ({path.stat().st_size // 1024} kB)")
 
 
 def crop_layers(viewer, crop: int) -> None:
@@ -119,6 +124,37 @@ def simulate_shot(app) -> None:
     viewer.close()
 
 
+def forms_shot(app) -> None:
+    """Restore and Simulate docked together: a region from a Shapes rectangle, and a refused value."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-svi: Restore and Simulate")
+    viewer.window.resize(*SIZE)
+    viewer.open_sample("napari-svi", "nuclei_timelapse_ground_truth")
+    viewer.open_sample("napari-svi", "blurred_nuclei_timelapse")
+    viewer.layers["nuclei ground truth"].visible = False
+    roi = viewer.add_shapes([np.array([[150.0, 40.0], [277.9, 167.9]])], shape_type="rectangle", name="region",
+                            edge_color="yellow", face_color="transparent", edge_width=3)
+    restore_dock, restore = viewer.window.add_plugin_dock_widget("napari-svi", "Restore time-lapse")
+    simulate_dock, simulate = viewer.window.add_plugin_dock_widget("napari-svi", "Simulate degradation")
+    restore.image.value = viewer.layers["blurred nuclei"]
+    restore.region.value = roi
+    restore.first_frame.value, restore.last_frame.value = 5, 20
+    simulate.image.value = viewer.layers["nuclei ground truth"]
+    simulate.noise_sigma.value = -1.0  # typed: reported under the field, Simulate disabled
+    viewer.layers.selection.active = viewer.layers["blurred nuclei"]
+    viewer.dims.set_current_step(0, 12)
+    assert restore.validate() and not simulate.validate(), "the forms are not in the state the picture shows"
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QScrollArea
+
+    restore_dock.window().resizeDocks([restore_dock, simulate_dock], [560, 300], Qt.Orientation.Vertical)
+    wait(app, 0.5)
+    simulate.native.findChild(QScrollArea).ensureWidgetVisible(simulate.run_panel.native)  # the refused value
+    shot(viewer, app, "restore_and_simulate.png", colours=256)
+    viewer.close()
+
+
 def train_shot(app, tmp: Path) -> None:
     import napari
 
@@ -148,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prior", default="default")
     parser.add_argument("--crop", type=int, default=0)
-    parser.add_argument("--only", default="restore,simulate,train")
+    parser.add_argument("--only", default="restore,simulate,forms,train")
     args = parser.parse_args()
     import napari  # noqa: F401  (creates the Qt application settings napari expects)
 
@@ -156,6 +192,8 @@ def main() -> None:
     only = set(args.only.split(","))
     if "simulate" in only:
         simulate_shot(app)
+    if "forms" in only:
+        forms_shot(app)
     if "train" in only:
         with tempfile.TemporaryDirectory() as tmp:
             train_shot(app, Path(tmp))

@@ -8,7 +8,7 @@ import tifffile
 import torch
 
 from napari_svi import cli
-from napari_svi.batch import Item, expand_inputs, output_path, recorded_parameters, summary_table
+from napari_svi.batch_plan import Item, expand_inputs, output_path, recorded_parameters, summary_table
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,14 @@ def test_planning_helpers(tmp_path):
 
 def test_local_layout_shares_the_cores_among_the_stacks_that_run_at_once(monkeypatch):
     import napari_svi.threads as threads
-    from napari_svi.batch import _local_layout, parameters
+    from napari_svi.batch_plan import parameters
+    from napari_svi.batch_tasks import local_layout
 
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
-    assert _local_layout(2, None, 10) == (2, 1, 4)  # 2 processes, one stack each at a time, 4 threads each
-    assert _local_layout(2, 2, 10) == (2, 2, 2)
-    assert _local_layout(16, None, 10) == (10, 1, 1)  # never more workers than stacks, at least one thread
-    assert _local_layout(2, None, 10, threads=3) == (2, 1, 3)  # --threads wins
+    assert local_layout(2, None, 10) == (2, 1, 4)  # 2 processes, one stack each at a time, 4 threads each
+    assert local_layout(2, 2, 10) == (2, 2, 2)
+    assert local_layout(16, None, 10) == (10, 1, 1)  # never more workers than stacks, at least one thread
+    assert local_layout(2, None, 10, threads=3) == (2, 1, 3)  # --threads wins
     args = cli.build_parser("batch").parse_args(["batch", "a.tif", "-o", "out", "--threads", "2"])
     assert "threads" not in parameters(args)  # threads do not change the result: outputs are still skipped
 
@@ -106,3 +107,22 @@ def test_bad_flags_fail_before_any_cluster_starts(tmp_path, capsys):
     assert cli.main(["batch", str(tmp_path / "stack0.tif"), "-o", str(tmp_path / "o"), "--temporal-psf", "box:3"]) == 2
     assert "temporal_psf" in capsys.readouterr().err
     assert cli.main(["batch", str(tmp_path / "none*.tif"), "-o", str(tmp_path / "o")]) == 2
+
+
+def test_a_task_writes_the_std_side_file_with_the_axes_and_pixel_size_of_the_result(tmp_path, tiny_prior):
+    from napari_svi.batch_tasks import restore_file
+    from napari_svi.io import read_stack, write_stack
+
+    rng = np.random.default_rng(1)
+    src = write_stack(tmp_path / "cells.tif", rng.uniform(100, 1000, (4, 16, 16)).astype(np.uint16), axes="TYX",
+                      pixel_size_um=(0.25, 0.25), frame_interval_s=2.0)
+    out = tmp_path / "cells_restored.tif"
+    report = restore_file(str(src), str(out), {}, ["--prior", str(tiny_prior), "--steps", "1", "--samples", "2",
+                                                   "--device", "cpu", "--threads", "1"])
+    assert "error" not in report, report
+    restored, info = read_stack(out)
+    std, std_info = read_stack(tmp_path / "cells_restored_std.tif")
+    assert std.shape == restored.shape == (4, 16, 16)
+    assert std_info.axes == info.axes == "TYX"
+    assert std_info.pixel_size_um == info.pixel_size_um and np.allclose(info.pixel_size_um, (0.25, 0.25))
+    assert std_info.frame_interval_s == info.frame_interval_s == 2.0

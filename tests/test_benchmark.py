@@ -184,7 +184,7 @@ def test_cli_speed_tiny(tiny_prior, tmp_path):
     try:
         code = main(["benchmark", "speed", "-o", str(tmp_path), "--prior", str(tiny_prior), "--device", "cpu",
                      "--frames", "2", "4", "--frames-size", "16", "--sizes", "16", "32", "--size-frames", "2",
-                     "--steps", "1", "--tile-size", "16", "--threads", "1"])
+                     "--steps", "1", "--tile-size", "16", "--threads", "1", "--reference", "none"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -204,9 +204,17 @@ def test_gpu_check_dry_run_on_cpu(tiny_prior, tmp_path, capsys):
     assert main(["--device", "cpu", "--dry-run", "--prior", str(tiny_prior), "--half", "bfloat16",
                  "-o", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "GPU check" in printed and "bfloat16 vs float32" in printed.splitlines()[-2]
+    table = printed[printed.index("GPU check"):].splitlines()
+    assert any(line.startswith("bfloat16 vs float32 result") for line in table) and table[-1].startswith("(total")
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["agreement"]["tf32-on"]["relative_error"] == 0.0  # the CPU agrees with itself
+    levers = result["levers"]
+    assert not [name for name, rec in levers.items() if "error" in rec]
+    batched = [rec for rec in levers.values() if rec.get("clips")]
+    assert [rec["clips"] for rec in batched] == [2, 4] and [rec["frames"] for rec in batched] == [8, 16]
+    # clips whose network calls share one batch get what one clip gets alone
+    assert all(rec["max_abs_difference_from_float32"] < 1e-4 for rec in batched)
+    assert (tmp_path / "profile.txt").read_text().count("aten::") >= 5
 
 
 def test_gpu_check_script_parses():

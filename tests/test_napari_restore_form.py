@@ -1,4 +1,5 @@
-"""GUI tests of the "Restore time-lapse" form a microscopist can trust (issue 11): a real napari viewer.
+"""GUI tests of the "Restore time-lapse" form a microscopist can trust, and of the Simulate form's noise
+fields (issue 11): a real napari viewer.
 
 Run under a display: ``OMP_NUM_THREADS=1 xvfb-run -a pytest tests/test_napari_restore_form.py``.
 """
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_svi._napari._restore_widget import _camera
+from napari_svi._napari._restore_region import camera as _camera
 
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
@@ -61,7 +62,7 @@ def test_typed_values_are_reported_and_block_restore_never_clamped(make_napari_v
     w.operator.temporal_kind.value = "none"
     type_into(qtbot, w.steps, "100000")
     assert w.steps.value == 100000
-    assert "Steps must be 1 … 1000" in w.sampler_msg.text and not w.run_panel.button.enabled
+    assert "Steps must be 1 … 201" in w.sampler_msg.text and not w.run_panel.button.enabled
     assert not w.sampler_msg.native.isHidden()
     click(w)
     assert w._worker is None
@@ -222,6 +223,63 @@ def test_a_region_and_a_frame_range_are_restored_in_place(make_napari_viewer, qt
     assert result.metadata["napari_svi"]["source_region"] == {"frames": [1, 4], "rows": [8, 24], "cols": [4, 20]}
     direct = restore(data[1:5, 8:24, 4:20], spec, **kwargs)  # the same settings, on the region alone
     np.testing.assert_allclose(result.data, direct.restored, rtol=1e-5, atol=1e-4)
+
+
+def test_the_region_follows_a_rectangle_moved_after_it_was_chosen(make_napari_viewer, tiny_prior):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), name="cells")
+    w = dock_restore(viewer, tiny_prior)
+    shapes = viewer.add_shapes([np.array([[10.0, 10.0], [29.9, 29.9]])], shape_type="rectangle", name="roi")
+    w.image.value = viewer.layers["cells"]
+    w.region.value = shapes
+    assert "rows 10–29, columns 10–29" in w.image_info.value
+    # moved and resized (the select tool's drag ends in the same "changed" data event)
+    shapes.data = [np.array([[20.0, 30.0], [39.9, 59.9]])]
+    assert "rows 20–39, columns 30–59" in w.image_info.value
+    assert w.crop().shape == (4, 20, 30) and w.run_panel.button.enabled
+    # its layer moved
+    shapes.translate = (4.0, 0.0)
+    assert "rows 24–43, columns 30–59" in w.image_info.value
+    # shrunk below what can be restored, then deleted: the reason shows and Restore is disabled
+    shapes.data = [np.array([[20.0, 30.0], [23.9, 59.9]])]
+    assert "choose at least 8 × 8" in w.region_msg.text and not w.run_panel.button.enabled
+    shapes.data = []
+    assert "Draw a rectangle in 'roi'" in w.region_msg.text and not w.run_panel.button.enabled
+    shapes.add_rectangles([np.array([[0.0, 0.0], [15.9, 15.9]])])
+    assert w.region_msg.text == "" and "rows 4–19, columns 0–15" in w.image_info.value  # translate (4, 0)
+    # another choice: the rectangle no longer counts
+    w.region.value = "whole"
+    shapes.data = [np.array([[0.0, 0.0], [9.9, 9.9]])]
+    assert "rows" not in w.image_info.value and w.crop().shape == (4, 64, 64)
+
+
+def test_simulate_noise_fields_report_typed_values_never_clamped(make_napari_viewer, qtbot, stack):
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="clean")
+    _, w = viewer.window.add_plugin_dock_widget("napari-svi", "Simulate degradation")
+    assert w.run_panel.button.enabled and w.noise_msg.text == ""
+    type_into(qtbot, w.noise_sigma, "-1")
+    assert w.noise_sigma.value == -1
+    assert "Gaussian noise σ must be ≥ 0.0, not -1.0" in w.noise_msg.text and not w.run_panel.button.enabled
+    assert not w.noise_msg.native.isHidden()
+    click(w)
+    assert w._worker is None and [lay.name for lay in viewer.layers] == ["clean"]
+    type_into(qtbot, w.noise_sigma, "2")
+    assert w.noise_msg.text == "" and w.run_panel.button.enabled
+    type_into(qtbot, w.poisson_peak, "-5")
+    assert w.poisson_peak.value == -5 and "Poisson peak (photons) must be ≥ 0.0" in w.noise_msg.text
+    assert not w.run_panel.button.enabled
+    type_into(qtbot, w.poisson_peak, "0")  # no shot noise
+    type_into(qtbot, w.seed, "-1")
+    assert w.seed.value == -1 and "Seed must be 0 … " in w.noise_msg.text and not w.run_panel.button.enabled
+    type_into(qtbot, w.seed, "3")
+    assert w.noise_msg.text == "" and w.run_panel.button.enabled
+    w.operator.mask_layer.value = "random"
+    type_into(qtbot, w.operator.missing_fraction, "1.5")
+    assert w.operator.missing_fraction.value == 1.5
+    assert "missing_fraction must be in [0, 1)" in w.operator.mask_msg.text and not w.run_panel.button.enabled
+    type_into(qtbot, w.operator.missing_fraction, "0.25")
+    assert w.operator.mask_msg.text == "" and w.run_panel.button.enabled
 
 
 def test_the_current_view_sets_the_region(make_napari_viewer, stack, tiny_prior):

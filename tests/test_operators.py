@@ -463,3 +463,21 @@ def test_spec_validate_accepts_long_symmetric_kernel_and_lists_mask_shapes():
     OperatorSpec(mask=np.ones((3, 4, 4))).validate((3, 4, 4))
     with pytest.raises(ValueError, match="downsample"):
         OperatorSpec(downsample=3).measurement_shape((2, 8, 8))
+
+
+def test_a_separable_psf_is_two_1d_convolutions_with_the_same_result():
+    from napari_svi.operators.spatial import SpatialConvolution
+    from napari_svi.psf import gaussian_psf
+
+    shape = (3, 1, 20, 24)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(shape, generator=g, dtype=torch.float64), torch.rand(shape, generator=g, dtype=torch.float64)
+    psf = gaussian_psf(1.5)
+    sep = SpatialConvolution(psf, shape, method="direct")
+    full = SpatialConvolution(psf, shape, method="direct")
+    full.separable = False
+    assert sep.separable
+    torch.testing.assert_close(sep.forward(x), full.forward(x))
+    torch.testing.assert_close(sep.adjoint(y), full.adjoint(y))
+    rng = np.random.default_rng(1)
+    assert not SpatialConvolution(rng.random((5, 5)), shape, method="direct").separable  # not rank 1

@@ -30,9 +30,10 @@ def _psnr(x, ref, peak=255.0):
 
 def test_tiles_equal_the_whole_frame_for_an_identity_operator_and_a_pixelwise_prior(nuclei, prior):
     # one frame-aligned noise field per step, sliced per tile: with a pixel-wise prior and A = I
-    # every pixel's sub-problem is the same in a tile as in the whole frame
+    # every pixel's sub-problem is the same in a tile as in the whole frame (from noise: the warm
+    # start's TV estimate couples neighbouring pixels, so it is not a pixel-wise method)
     y = nuclei + np.random.default_rng(0).normal(0, 4, nuclei.shape).astype(np.float32)
-    kw = dict(prior=prior, steps=8, noise_sigma=4.0, gamma=3.0, device="cpu", window=None)
+    kw = dict(prior=prior, steps=8, noise_sigma=4.0, gamma=3.0, device="cpu", window=None, start="noise")
     whole = restore(y, None, **kw)
     tiled = restore(y, None, memory_budget=6 * 20 * 4 * 24 * 24, **kw)
     assert tiled.metadata["tiles"][0] > 2 and tiled.metadata["tiles"][1] > 2
@@ -46,7 +47,7 @@ def test_tiles_equal_the_whole_frame_for_an_identity_operator_and_a_pixelwise_pr
 def test_independent_noise_is_frame_aligned_across_windows(nuclei, prior):
     # the ablation (per-frame noise) draws each frame's noise by its true frame index, so windows agree
     y = np.concatenate([nuclei, nuclei[::-1], nuclei])  # 18 frames
-    kw = dict(prior=prior, steps=6, noise_sigma=4.0, gamma=3.0, device="cpu", batch_consistent=False)
+    kw = dict(prior=prior, steps=6, noise_sigma=4.0, gamma=3.0, device="cpu", batch_consistent=False, start="noise")
     whole = restore(y, None, window=None, **kw).restored
     windowed = restore(y, None, window=6, window_overlap=2, **kw)
     assert windowed.metadata["windows"] > 2
@@ -60,7 +61,7 @@ def test_gamma_on_tiles_uses_only_the_entries_a_tile_observes(nuclei, prior):
 
     spec = OperatorSpec(spatial_psf="gaussian:1.5")
     y = degrade(nuclei, spec, noise_sigma=3.0, seed=2)
-    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15)  # the eta of the release
+    kw = dict(prior=prior, steps=6, noise_sigma=3.0, device="cpu", window=None, eta=0.15, start="noise")  # the release's
 
     def last_gammas(**extra):
         return [info["gamma"] for info in iter_restore(y, spec, **kw, **extra) if info["stage"] == "sampling" and info["i"] == kw["steps"] - 1]
@@ -107,3 +108,37 @@ def test_sampler_ignores_the_data_at_entries_the_operator_does_not_observe(prior
     assert ga == pytest.approx(gb) and max(ga) < 1000
     torch.testing.assert_close(xa, xb)
     assert Identity(x.shape).observed(y) is not None
+
+
+class SmoothingPrior(GaussianPrior):
+    """A Gaussian prior whose denoised estimate is taken from a 5 x 5 local mean of x_t.
+
+    Spatially mixing (what fills the padding reaches the frame's edge pixels), and, like a UNet,
+    it accepts only frames whose sides are multiples of 8.
+    """
+
+    def __init__(self):
+        super().__init__(0.0, 0.5, alphas_cumprod("linear"))
+        self.size_multiple = 8
+        self.shapes = []
+
+    def predict_noise(self, x, t):
+        assert x.shape[-2] % 8 == 0 and x.shape[-1] % 8 == 0, x.shape
+        self.shapes.append(tuple(x.shape))
+        abar = self.alphas_cumprod.to(x.device)[t].to(x.dtype).reshape(-1, 1, 1, 1)
+        local = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+        x0 = abar.sqrt() * self.std**2 / (abar * self.std**2 + 1 - abar) * local
+        return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def test_frames_are_padded_to_the_network_multiple_one_way_with_or_without_network_tiles(nuclei):
+    # padding to the network's size multiple happens in one place, the piece's operator (A @ Crop):
+    # a frame that one network tile covers gives the restore without network tiles (before, the
+    # tiled network padded by reflection instead, which a spatially mixing prior sees at the edges)
+    y = nuclei[:, :13, :19] + np.random.default_rng(0).normal(0, 4, (6, 13, 19)).astype(np.float32)
+    kw = dict(steps=4, noise_sigma=4.0, gamma=3.0, device="cpu", window=None)
+    plain, in_tiles = SmoothingPrior(), SmoothingPrior()
+    whole = restore(y, None, prior=plain, **kw)
+    tiled = restore(y, None, prior=in_tiles, tile_size=24, **kw)  # one 16 x 24 network tile per frame
+    assert set(plain.shapes) == set(in_tiles.shapes) == {(6, 1, 16, 24)}
+    np.testing.assert_allclose(tiled.restored, whole.restored, rtol=1e-5, atol=1e-4 * np.ptp(whole.restored))

@@ -68,10 +68,51 @@ def test_resolve_device_cpu_and_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "mps", "", 3, None])
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "mps:1", "metal", "", 3, None])
 def test_resolve_device_rejects_unknown_names(bad):
-    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda', 'cuda:N'"):
+    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"):
         resolve_device(bad)
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [(True, True, "cuda"), (True, False, "cuda"),
+                                                       (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    """The selection logic without the hardware: what torch reports is patched."""
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(loading, "mps_available", lambda: mps)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if mps:
+        assert resolve_device("MPS") == torch.device("mps")
+
+
+def test_mps_without_apple_gpu_is_a_clear_error(monkeypatch):
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(loading, "mps_available", lambda: False)
+    with pytest.raises(ValueError, match="sees no Apple MPS GPU"):
+        resolve_device("mps")
+
+
+def test_mps_available_reads_torch_backends(monkeypatch):
+    from napari_svi.priors import loading
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert loading.mps_available() is True
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert loading.mps_available() is False
+
+
+def test_schedule_stays_on_the_cpu_in_float64_when_the_prior_moves():
+    """Apple's MPS has no float64: the schedule is a CPU master, not a buffer that .to() would move."""
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    moved = prior.to(torch.float32)
+    assert moved.alphas_cumprod.dtype == torch.float64 and moved.alphas_cumprod.device.type == "cpu"
+    x = torch.randn(3, 1, 4, 4)
+    t = torch.tensor([10, 500, 990])
+    assert moved.predict_noise(x, t).dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -540,6 +581,17 @@ def test_bfloat16_autocast_is_close_to_float32():
 def test_tiled_prior_validates_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TiledPrior(pixelwise_prior(), **kwargs)
+
+
+def test_tiled_prior_pads_nothing_and_says_so():
+    # padding to the network's multiple is the piece's job (A @ Crop); the wrapper reports the network's multiple
+    tiled = TiledPrior(pixelwise_prior(), 16, overlap=4)
+    assert tiled.size_multiple == 4
+    x, t = inputs(b=2, h=10, w=40)  # 10 rows fit in one tile but are not a multiple of 4; 40 columns are tiled
+    with pytest.raises(ValueError, match="multiple of 4"):
+        tiled.predict_noise(x, t)
+    x, t = inputs(b=2, h=12, w=41)  # a side longer than the tile needs no multiple
+    torch.testing.assert_close(tiled.predict_noise(x, t), torch.tanh(x) * (1 + t.reshape(-1, 1, 1, 1) / 1000))
 
 
 @pytest.mark.cuda

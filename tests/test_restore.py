@@ -50,7 +50,7 @@ def _stack(t=20, h=16, w=16, seed=0, dtype=np.uint16):
     return noisy.astype(dtype)
 
 
-KW = dict(steps=3, noise_sigma=30.0, device="cpu")
+KW = dict(steps=3, noise_sigma=30.0, device="cpu", start="noise")  # the sampler path itself (warm start: test_warm_start.py)
 
 
 def test_input_never_modified_and_result_float32_in_input_units(prior):

@@ -214,9 +214,9 @@ def test_damaged_tiff_gives_a_message(tmp_path, movie, tiny_prior_dir, cut, caps
 
 
 def test_damaged_tiff_in_batch_fails_before_the_cluster_with_a_message(tmp_path, movie, tiny_prior_dir, monkeypatch):
-    import napari_svi.batch as batch
+    import napari_svi.batch_tasks as batch_tasks
 
-    monkeypatch.setattr(batch, "_run_on_cluster", lambda *a: pytest.fail("a cluster was started for bad input"))
+    monkeypatch.setattr(batch_tasks, "run_on_cluster", lambda *a: pytest.fail("a cluster was started for bad input"))
     bad = tmp_path / "damaged.tif"
     bad.write_bytes(movie.read_bytes()[:8])
     out = tmp_path / "out"
@@ -346,7 +346,7 @@ def test_a_single_frame_stays_a_stack(tmp_path, real_clip, tiny_prior_dir):
 
 
 def test_a_deterministic_failure_in_a_batch_task_is_reported_not_raised(tmp_path, tiny_prior_dir):
-    from napari_svi.batch import restore_file
+    from napari_svi.batch_tasks import restore_file
 
     const = tmp_path / "const.tif"
     tifffile.imwrite(const, np.full((4, 16, 16), 7, np.uint16), photometric="minisblack")
@@ -357,9 +357,9 @@ def test_a_deterministic_failure_in_a_batch_task_is_reported_not_raised(tmp_path
 
 
 def test_batch_never_replaces_an_existing_file_it_did_not_write(tmp_path, movie, tiny_prior_dir, monkeypatch):
-    import napari_svi.batch as batch
+    import napari_svi.batch_tasks as batch_tasks
 
-    monkeypatch.setattr(batch, "_run_on_cluster", lambda *a: pytest.fail("a cluster was started"))
+    monkeypatch.setattr(batch_tasks, "run_on_cluster", lambda *a: pytest.fail("a cluster was started"))
     out = tmp_path / "out"
     out.mkdir()
     existing = out / "movie_restored.tif"

@@ -163,7 +163,7 @@ def test_no_seams_between_windows(nuclei, gaussian_prior):
 
     spec = OperatorSpec(temporal_psf="uniform:7")
     y = degrade(nuclei, spec, noise_sigma=2.0, seed=0)
-    kw = dict(prior=gaussian_prior, steps=20, noise_sigma=2.0, device="cpu")
+    kw = dict(prior=gaussian_prior, steps=20, noise_sigma=2.0, device="cpu", start="noise")
     result = restore(y, spec, window=12, window_overlap=3, **kw)
     windows = plan_windows(len(nuclei), spec.temporal_kernel(), window=12, overlap=3)
     assert result.metadata["windows"] == len(windows) >= 4
@@ -188,7 +188,7 @@ def test_windows_agree_with_whole_stack_when_frames_are_independent(nuclei, gaus
     from napari_svi.restore import restore
 
     y = nuclei[:20] + np.random.default_rng(0).normal(0, 3, nuclei[:20].shape).astype(np.float32)
-    kw = dict(prior=gaussian_prior, steps=8, noise_sigma=3.0, device="cpu")
+    kw = dict(prior=gaussian_prior, steps=8, noise_sigma=3.0, device="cpu", start="noise")
     whole = restore(y, None, window=None, gamma=3.0, **kw).restored
     windowed = restore(y, None, window=6, window_overlap=2, gamma=3.0, **kw)
     assert windowed.metadata["windows"] > 2

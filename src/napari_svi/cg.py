@@ -13,7 +13,11 @@ import torch
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.sum(a * b, dtype=torch.float64) if a.dtype != torch.float64 else torch.sum(a * b)
+    if a.dtype == torch.float64:
+        return torch.sum(a * b)
+    if a.device.type == "mps":  # Apple's GPU has no float64: accumulate in float32 there
+        return torch.sum(a * b, dtype=torch.float32)
+    return torch.sum(a * b, dtype=torch.float64)
 
 
 def conjugate_gradient(
@@ -48,7 +52,7 @@ def conjugate_gradient(
 
     Notes
     -----
-    Hestenes & Stiefel (1952). Inner products are accumulated in float64.
+    Hestenes & Stiefel (1952). Inner products are accumulated in float64 (float32 on Apple's MPS).
     """
     x = x0.clone()
     if n_iter <= 0:

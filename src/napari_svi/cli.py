@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._version import __version__
 from .cli_flags import add_operator_flags, add_sampler_flags, add_threads_flag, operator_from_args, sampler_kwargs
 
 _SUBCOMMAND_MODULES: dict[str, str] = {
@@ -32,8 +33,6 @@ Run 'napari-svi COMMAND --help' for the options of one command. Example:
 
 
 def _version() -> str:
-    from . import __version__
-
     return f"napari-svi {__version__}"
 
 
@@ -110,7 +109,6 @@ def _add_degrade(sub) -> None:
 
 
 def _run_degrade(args) -> int:
-    from ._version import __version__
     from .degrade import degrade, random_mask
     from .io import read_input, write_stack
     from .outputs import side_path
@@ -282,8 +280,6 @@ def _run_info(args) -> int:
     import platform
 
     import torch
-
-    from ._version import __version__
 
     print(f"napari-svi {__version__}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores")

@@ -88,14 +88,23 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
                    help="noise std in the file's units, 'auto' (estimate) or 'none' (noiseless) (default: auto)")
     p.add_argument("--gamma", type=float, default=None, help="data-consistency weight (default: set at every step from the noise level and the data residual)")
     p.add_argument("--prior", default="default", help="default | prior folder | diffusers folder | ADM .pt file")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (network evaluations per frame; default: 5 from the warm start, 20 from noise)")
+    p.add_argument("--start", choices=("tv", "noise"), default="tv",
+                   help="start the sampler from the TV estimate (weight from the noise level) diffused to --start-t, "
+                   "or from pure noise as in the paper (default: tv)")
+    p.add_argument("--start-t", type=int, default=200, metavar="T",
+                   help="timestep (1-999) of the warm start (default: 200)")
+    p.add_argument("--blend", choices=("cv", "none"), default="cv",
+                   help="cv: blend the result with the TV estimate by a weight chosen on 10%% held-out measurements "
+                   "(one more sampler run per piece); none: the sampler's result (default: cv)")
     p.add_argument("--eta", type=eta_arg, default="auto",
                    help="DDIM stochasticity in [0, 1], or 'auto': 1 with noise, 0.15 (the paper's) without (default: auto)")
     p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sampler's noise; the same seed, input and device give the same result (default: 0)")
     p.add_argument("--samples", type=int, default=1, help="posterior samples; >1 also writes OUTPUT_std.tif")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     p.add_argument("--independent-noise", action="store_true", help="ablation: per-frame noise instead of shared")
     p.add_argument("--true-frames", type=int, default=None, help="frames of the true stack with --temporal-subsample")
     add_threads_flag(p)
@@ -118,7 +127,7 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
 def sampler_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of :func:`napari_svi.restore.iter_restore` from the sampler flags."""
     return dict(
-        prior=args.prior, steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
+        prior=args.prior, steps=args.steps, start=args.start, start_t=args.start_t, blend=args.blend, eta=args.eta, cg_steps=args.cg_steps, noise_sigma=args.noise_sigma,
         gamma="auto" if args.gamma is None else args.gamma, seed=args.seed, samples=args.samples,
         device=args.device, batch_consistent=not args.independent_noise, true_frames=args.true_frames,
         window=args.window or None, window_overlap=args.window_overlap, window_margin=args.window_margin,

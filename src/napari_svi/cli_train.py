@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-channels", type=int, default=_DEFAULTS["base_channels"], help="UNet width at full resolution")
     p.add_argument("--channel-mults", type=_int_list, default=_DEFAULTS["channel_mults"], help="width multiplier per level")
     p.add_argument("--blocks-per-level", type=int, default=_DEFAULTS["blocks_per_level"], help="residual blocks per level")
-    p.add_argument("--device", default=_DEFAULTS["device"], help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=_DEFAULTS["device"], help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
     p.add_argument("--minutes", type=float, default=None,

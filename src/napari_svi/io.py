@@ -48,7 +48,7 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, StackInfo]:
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ValueError("it holds no image")
             series = tif.series[0]
@@ -81,7 +81,7 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, StackInfo]:
 
 
 @contextlib.contextmanager
-def _quiet_tifffile():
+def quiet_tifffile():
     """tifffile logs every damaged page it skips; the caller reports one clear error instead."""
     logger = logging.getLogger("tifffile")
     level = logger.level
@@ -182,7 +182,7 @@ def write_stack(
             tifffile.imwrite(tmp, data, imagej=True, metadata=md, **kwargs)
         else:
             tifffile.imwrite(tmp, data, metadata={"axes": axes, "napari_svi": record}, photometric="minisblack", **kwargs)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); a result follows the umask
+        os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes the file private (0600); a result follows the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -191,7 +191,7 @@ def write_stack(
     return path
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask; read from /proc where possible, since os.umask() sets it (racing other threads)."""
     try:
         with open("/proc/self/status") as f:

@@ -11,6 +11,11 @@ Noise: the sampler's start ``x_T`` and its fresh noise of every step come from a
 :class:`NoiseField` that is defined on the whole frame (and, for per-frame noise, on the whole
 stack's frame index), so two pieces that overlap draw the same numbers at the same pixels. With a
 pixel-wise prior and ``A = I`` a tiled restore is therefore the whole-frame restore.
+
+Padding: a piece's frames are padded to the prior's size multiple by its operator
+(``A @ Crop(padded, true)``): the padded pixels are part of the sampled stack, free of any data.
+This is the only padding of a restore; the network wrapper (:class:`~napari_svi.priors.tiling.TiledPrior`)
+pads nothing, so a frame is padded the same way with or without network tiles.
 """
 
 from __future__ import annotations
@@ -201,7 +206,7 @@ class Plan:
         op = forward_model(shape, temporal=temporal, psf=self.psf, downsample=d, observed=observed,
                            spatial_boundary="symmetric" if self.tiled else spec.spatial_boundary)
         padded = (shape[0], 1, -(-th // m) * m, -(-tw // m) * m)
-        if padded != shape:  # frames padded to the network's size multiple; the padding is free
+        if padded != shape:  # the one place frames are padded to the network's size multiple; the padding is free
             op = op @ Crop(padded, shape)
         return Piece(wi, span, rows, cols, op.to(device, torch.float32), span.measured, row_slice, col_slice)
 

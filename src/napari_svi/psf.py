@@ -22,15 +22,16 @@ import math
 import numpy as np
 
 from .psf_spec import (
-    _SPATIAL_SUFFIXES,
-    _TEMPORAL_SUFFIXES,
     SPATIAL_ALLOWED,
+    SPATIAL_SUFFIXES,
     TEMPORAL_ALLOWED,
-    _looks_like_path,
-    _read_array,
+    TEMPORAL_SUFFIXES,
+    looks_like_path,
     parse_spatial_spec,
     parse_temporal_spec,
+    read_array,
 )
+from .validation import check_positive_int
 
 #: Truncation of Gaussian kernels, in standard deviations.
 GAUSSIAN_TRUNCATE = 4.0
@@ -116,8 +117,8 @@ def temporal_kernel(spec) -> np.ndarray | None:
         (sigma,) = params
         _check_generated_size(2 * math.ceil(GAUSSIAN_TRUNCATE * sigma) + 1, name, "the Gaussian")
         return _gaussian_1d(sigma, math.ceil(GAUSSIAN_TRUNCATE * sigma))
-    if _looks_like_path(spec, _TEMPORAL_SUFFIXES):
-        kernel = np.atleast_1d(np.squeeze(_read_array(spec, name, TEMPORAL_ALLOWED)))
+    if looks_like_path(spec, TEMPORAL_SUFFIXES):
+        kernel = np.atleast_1d(np.squeeze(read_array(spec, name, TEMPORAL_ALLOWED)))
         what = f"the kernel in {str(spec)!r}"
     elif isinstance(spec, str):
         raise ValueError(f"{name}: unknown specification {spec!r}; allowed: {TEMPORAL_ALLOWED}")
@@ -262,8 +263,7 @@ def airy_psf(
             raise ValueError(f"{label} ({what}) must be a number, got {value!r}")
         if not (math.isfinite(value) and ok(value)):
             raise ValueError(f"{label} ({what}) must satisfy {rule}, got {value!r}")
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
+    oversample = check_positive_int(oversample, "oversample")
     scale = 2 * math.pi * na / wavelength_nm * pixel_size_nm  # v per pixel
     if size is None:
         radius = max(1, math.ceil(_AIRY_ZEROS[2] / scale))
@@ -302,7 +302,7 @@ def load_psf(path) -> np.ndarray:
         names ``spatial_psf``.
     """
     name = "spatial_psf"
-    psf = _read_array(path, name, SPATIAL_ALLOWED)
+    psf = read_array(path, name, SPATIAL_ALLOWED)
     while psf.ndim > 2 and psf.shape[0] == 1:
         psf = psf[0]
     if psf.ndim != 2:
@@ -349,7 +349,7 @@ def spatial_psf(spec) -> np.ndarray | None:
             return airy_psf(*params)
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
-    if _looks_like_path(spec, _SPATIAL_SUFFIXES):
+    if looks_like_path(spec, SPATIAL_SUFFIXES):
         return load_psf(spec)
     if isinstance(spec, str):
         raise ValueError(f"{name}: unknown specification {spec!r}; allowed: {SPATIAL_ALLOWED}")

@@ -24,8 +24,8 @@ SPATIAL_ALLOWED = (
 )
 _TEXT_SUFFIXES = (".txt", ".csv")
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_TEMPORAL_SUFFIXES = _TEXT_SUFFIXES + (".npy",) + _TIFF_SUFFIXES
-_SPATIAL_SUFFIXES = (".npy",) + _TIFF_SUFFIXES
+TEMPORAL_SUFFIXES = _TEXT_SUFFIXES + (".npy",) + _TIFF_SUFFIXES
+SPATIAL_SUFFIXES = (".npy",) + _TIFF_SUFFIXES
 
 
 def _named_spec(spec, kinds: tuple[str, ...]) -> tuple[str, str] | None:
@@ -104,14 +104,14 @@ def _parse_float(text: str, name: str, what: str) -> float:
     return value
 
 
-def _looks_like_path(spec, suffixes: tuple[str, ...]) -> bool:
+def looks_like_path(spec, suffixes: tuple[str, ...]) -> bool:
     """A ``Path``, or a string naming an existing file or ending in one of ``suffixes``."""
     if isinstance(spec, Path):
         return True
     return isinstance(spec, str) and (Path(spec).suffix.lower() in suffixes or Path(spec).is_file())
 
 
-def _read_array(path, name: str, allowed: str) -> np.ndarray:
+def read_array(path, name: str, allowed: str) -> np.ndarray:
     """Load a kernel file (.txt/.csv text, .npy, .tif) as float64."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -11,7 +11,6 @@ float32.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -24,27 +23,20 @@ from .consistency import residual_chi2, verdict
 from .estimate import is_auto, resolve_auto
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
-from .noise import GAMMA_REGION, auto_eta, auto_gamma, check_noise_sigma, gamma_record, stack_noise_sigma
+from .noise import GAMMA_REGION, auto_eta, auto_gamma, gamma_record, stack_noise_sigma
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
-from .sampler import svi_steps
 from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
 from .threads import set_torch_threads, usable_cores
-from .validation import check_positive_int, check_stack, move_time_axis, normalize_axis
+from .restore_settings import check_settings, restoration_prior
+from .validation import check_stack, move_time_axis, normalize_axis
+from .warm_start import DEFAULT_BLEND, DEFAULT_START, DEFAULT_START_T, PieceSolver, default_steps
 from .windows import DEFAULT_WINDOW, check_windowing
 
 #: Default weight of the pull of unmeasured frames towards the interpolation of measured ones.
 DEFAULT_FILL_UNSEEN = 4.0
 
-#: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
-#: "window" starts each temporal window (before its first step), "sampling" follows each step.
-STAGES = ("loading prior", "estimating noise", "planning windows", "window", "sampling")
-
-
-def _stage(name: str, windows: int) -> dict:
-    """The progress report at the start of a stage other than sampling (no step done yet)."""
-    return {"stage": name, "step": 0, "total": None, "estimate": None, "stack": None, "window": None, "windows": windows}
 
 
 class RestoreCancelled(Exception):
@@ -74,40 +66,6 @@ class RestoreResult:
     metadata: dict = field(default_factory=dict)
 
 
-def _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size) -> None:
-    check_positive_int(steps, "steps")
-    check_positive_int(cg_steps, "cg_steps", minimum=0)
-    check_positive_int(samples, "samples")
-    check_positive_int(seed, "seed", minimum=0)
-    check_positive_int(preview_every, "preview_every", minimum=0)
-    if tile_size is not None:
-        check_positive_int(tile_size, "tile_size", minimum=8)
-    if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0.0 <= eta <= 1.0)):
-        raise ValueError(f"eta must be 'auto' or a number in [0, 1], got {eta!r}")
-    check_noise_sigma(noise_sigma)
-    if not (gamma in ("auto", "regional") or (isinstance(gamma, (int, float)) and gamma > 0)):
-        raise ValueError(f"gamma must be 'auto', 'regional' or a positive number (inf = noiseless form), got {gamma!r}")
-    if isinstance(fill_unseen, bool) or not (isinstance(fill_unseen, (int, float)) and math.isfinite(fill_unseen)
-                                             and fill_unseen >= 0):
-        raise ValueError(f"fill_unseen must be a number >= 0 (0: off), got {fill_unseen!r}")
-
-
-def _restoration_prior(prior, device, tile_size: int | None) -> DiffusionPrior:
-    """The prior on ``device``, evaluated in network tiles (``tile_size``) and frame chunks."""
-    from .priors.loading import load_prior
-    from .priors.tiling import TiledPrior
-
-    prior_obj = prior if isinstance(prior, DiffusionPrior) else load_prior(prior, device, channels=1)
-    prior_obj = prior_obj.to(device).eval()
-    if prior_obj.channels != 1:
-        raise ValueError(f"the prior expects {prior_obj.channels} channels; load it with channels=1 to adapt it")
-    if tile_size is not None and not isinstance(prior_obj, TiledPrior):
-        if tile_size % prior_obj.size_multiple:
-            raise ValueError(f"tile_size must be a multiple of {prior_obj.size_multiple} (the prior's size multiple), got {tile_size}")
-        prior_obj = TiledPrior(prior_obj, tile_size=tile_size, overlap=min(32, tile_size // 4))
-    return prior_obj
-
-
 #: The stages :func:`iter_restore` reports, in order; every yield has ``"stage"``, one of these.
 #: "window" starts each temporal window (before its first step), "sampling" follows each step;
 #: "estimating blur" comes first, and only, when a PSF is ``"auto"`` (:func:`napari_svi.estimate.resolve_auto`).
@@ -124,7 +82,7 @@ class _Restoration:
 
     def setup(self, data, operator, *, prior, time_axis, steps, eta, cg_steps, noise_sigma, gamma, seed, samples,
               device, batch_consistent, true_frames, preview_every, percentiles, window, window_overlap,
-              window_margin, tile_size, memory_budget, fill_unseen, out, overwrite, threads):
+              window_margin, tile_size, memory_budget, fill_unseen, out, overwrite, threads, start, start_t, blend):
         """Check everything cheap, then set up stage by stage, yielding a report at the start of each."""
         from .priors.loading import resolve_device
         from .priors.tiling import TiledPrior
@@ -133,7 +91,9 @@ class _Restoration:
         if not isinstance(spec, OperatorSpec):
             raise ValueError(f"operator must be an OperatorSpec or None, got {type(spec).__name__}")
         arr = check_stack(as_lazy(data), time_axis=time_axis, name="data")
-        _check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size)
+        given_steps, steps = steps, default_steps(start) if steps is None else steps
+        check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, preview_every, fill_unseen, tile_size,
+                       start, start_t, blend)
         window, window_overlap, budget = check_windowing(window, window_overlap, window_margin, memory_budget)
         n_threads = set_torch_threads(threads)
         self.estimate = None
@@ -151,8 +111,11 @@ class _Restoration:
         self.scales = [measurement_scale(st if hasattr(st, "compute") else np.asarray(st), percentiles, name="data",
                                          mask=mask) for st in self.stacks]
         sigmas = [stack_noise_sigma(st, sc, noise_sigma, mask) for st, sc in zip(self.stacks, self.scales, strict=True)]
+        if given_steps is None and not any(sigmas):  # noiseless: no warm start (see WarmStart), the paper's steps
+            steps = default_steps("noise")
+        self.steps = steps
         yield _stage("loading prior")
-        prior_obj = _restoration_prior(prior, self.device, tile_size)
+        prior_obj = restoration_prior(prior, self.device, tile_size)
         yield _stage("planning windows")
         self.plan: Plan = plan_restore(spec, (t_m, h_m, w_m), true_frames, window=window, overlap=window_overlap,
                                        margin=window_margin, memory_budget=budget, size_multiple=prior_obj.size_multiple)
@@ -162,7 +125,7 @@ class _Restoration:
             # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
             prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if self.device.type == "cpu" else None)
         self.prior = prior_obj
-        self.spec, self.sigmas = spec, sigmas
+        self.spec, self.sigmas, self.solver = spec, sigmas, PieceSolver(start, start_t, blend)
         self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]
         self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=GAMMA_REGION) if gamma == "regional"
                        else float(gamma) for sg in sigmas]
@@ -184,6 +147,7 @@ class _Restoration:
             "input_shape": list(arr.shape), "window": window, "window_overlap": window_overlap,
             "window_margin": self.plan.margin, "windows": len(self.plan.windows), "tiles": self.plan.tiles,
             "tile_size": tile_size, "memory_budget": budget, "threads": n_threads, "cpu_cores_usable": usable_cores(),
+            "start": self.solver.record(),
             **({"estimate": self.estimate} if self.estimate else {}),
         }
         windows = self.plan.windows
@@ -195,7 +159,7 @@ class _Restoration:
             self.sink = MemorySink(samples, n_stacks, t, (h, w))
         self.writer = WindowWriter(self.sink, windows, n_stacks)
         self.todo = [(k, i) for k in range(n_stacks) for i in range(len(windows)) if not self.writer.is_done(k, i)]
-        self.total = len(self.todo) * self.plan.pieces_per_window * samples * steps
+        self.total = sum(self.plan.pieces_per_window * self.solver.runs(sigmas[k], samples) * steps for k, _ in self.todo)
         self.samples = samples
 
     def preview(self, k: int, sample: int, piece, x01) -> np.ndarray | None:
@@ -221,7 +185,7 @@ class _Restoration:
         return verdict(residual_chi2(y01, op, x01, sigma, observed))
 
     def result(self, seconds: float) -> RestoreResult:
-        self.metadata["seconds"] = round(seconds, 2)
+        self.metadata.update(seconds=round(seconds, 2), **self.solver.outcome())
         samples, metadata = self.samples, self.metadata
         if isinstance(self.sink, MemorySink):
             values = self.sink.values
@@ -240,12 +204,13 @@ class _Restoration:
 
 def iter_restore(
     data, operator: OperatorSpec | None = None, *, prior: str | DiffusionPrior = "default", time_axis: int = 0,
-    steps: int = 20, eta: float | str = "auto", cg_steps: int = 5, noise_sigma: float | str | None = "auto",
+    steps: int | None = None, eta: float | str = "auto", cg_steps: int = 5, noise_sigma: float | str | None = "auto",
     gamma: float | str = "auto", seed: int = 0, samples: int = 1, device: str = "auto", batch_consistent: bool = True,
     true_frames: int | None = None, preview_every: int = 0, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     window: int | None = DEFAULT_WINDOW, window_overlap: int | None = None, window_margin: int | None = None,
     tile_size: int | None = None, memory_budget: int | str | None = None, fill_unseen: float = DEFAULT_FILL_UNSEEN,
-    out=None, overwrite: bool = False, threads: int | None = None,
+    out=None, overwrite: bool = False, threads: int | None = None, start: str = DEFAULT_START,
+    start_t: int = DEFAULT_START_T, blend: str = DEFAULT_BLEND,
 ) -> Generator[dict, None, RestoreResult]:
     """Restore a time-lapse step by step; a generator that returns a :class:`RestoreResult`.
 
@@ -268,7 +233,7 @@ def iter_restore(
         batch_consistent=batch_consistent, true_frames=true_frames, preview_every=preview_every,
         percentiles=percentiles, window=window, window_overlap=window_overlap, window_margin=window_margin,
         tile_size=tile_size, memory_budget=memory_budget, fill_unseen=fill_unseen, out=out, overwrite=overwrite,
-        threads=threads,
+        threads=threads, start=start, start_t=start_t, blend=blend,
     )
     done, n_windows = 0, len(job.plan.windows)
     for k, wi in job.todo:
@@ -278,20 +243,17 @@ def iter_restore(
         buffer = np.zeros((samples, b - a, *job.plan.frame_shape), dtype=np.float32)
         for piece in job.plan.pieces(wi, job.device):
             y = piece.measurement(job.stacks[k], job.scales[k], job.device)
-            for s in range(samples):
-                for info in svi_steps(
-                    job.prior, y, piece.operator, steps=steps, eta=job.etas[k], cg_steps=cg_steps, gamma=job.gammas[k],
-                    batch_consistent=batch_consistent, noise=piece.noise(NoiseField(seed + s, batch_consistent)),
-                    fill_weight=fill_unseen,
-                ):
-                    done += 1
-                    last = info["i"] + 1 == steps
-                    if last:
-                        piece.blend_into(buffer[s], info["denoised"])
-                    preview = not last and preview_every and done % preview_every == 0
-                    yield {"stage": "sampling", "step": done, "total": job.total, "stack": k, "window": wi, "windows": n_windows,
-                           "estimate": job.preview(k, s, piece, info["denoised"]) if preview else None,
-                           "i": info["i"], "gamma": info["gamma"]}
+            settings = lambda s, k=k, piece=piece: dict(steps=job.steps, eta=job.etas[k], cg_steps=cg_steps, gamma=job.gammas[k],  # noqa: E731
+                                      batch_consistent=batch_consistent, fill_weight=fill_unseen,
+                                      noise=piece.noise(NoiseField(seed + s, batch_consistent)))
+            for s, info in job.solver.solve(job.prior, y, piece.operator, job.sigmas[k], samples, settings):
+                done += 1
+                if info["final"]:
+                    piece.blend_into(buffer[s], info["denoised"])
+                preview = not info["final"] and preview_every and done % preview_every == 0
+                yield {"stage": "sampling", "step": done, "total": job.total, "stack": k, "window": wi, "windows": n_windows,
+                       "estimate": job.preview(k, s, piece, info["denoised"]) if preview else None,
+                       "i": info["i"], "gamma": info["gamma"]}
         job.writer.add(k, wi, job.scales[k].from_unit(buffer))
         del buffer
         release_memory()
@@ -315,8 +277,9 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         ``"default"`` (bundled), a prior folder, a diffusers folder or an ADM checkpoint file.
     time_axis : int
         Index of the time axis in ``data``.
-    steps : int
-        Denoising steps (network evaluations per frame); 20 in the paper.
+    steps : int, optional
+        Denoising steps (network evaluations per frame); default 6 from the warm start
+        (``start="tv"``), 20 from noise (the paper's).
     eta : float or "auto"
         DDIM stochasticity in [0, 1]; 0.15 in the paper (noiseless data). ``"auto"``: 1 for noisy
         data, 0.15 for noiseless (:func:`~napari_svi.noise.auto_eta`).
@@ -375,6 +338,16 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         PyTorch CPU threads (set with ``torch.set_num_threads`` for this process and recorded in
         the metadata); default ``OMP_NUM_THREADS`` when set, else the cores this process may use
         (its CPU affinity and cgroup quota; :func:`napari_svi.threads.default_threads`).
+    start : str
+        ``"tv"`` (default): start each piece from its TV estimate (weight by the discrepancy
+        principle) diffused to timestep ``start_t`` (:mod:`napari_svi.warm_start`); noiseless data
+        start from noise. ``"noise"``: pure noise at the last timestep (the paper).
+    start_t : int
+        Timestep of the warm start, 1..999 (default 200); the steps run from there to 0.
+    blend : str
+        ``"cv"`` (default, with ``start="tv"`` and noisy data): the result is ``x_tv + w (x_svi - x_tv)``
+        with ``w`` in [0, 1] chosen per piece on 10 % held-out measurements (one more sampler run
+        per piece); ``"none"``: the sampler's result as it is.
     callback : callable, optional
         Receives ``{"step", "total", "estimate", "stack", "window", "windows", "i", "gamma"}`` after
         every step (``i``: the step within the current piece; ``gamma``: its data-consistency

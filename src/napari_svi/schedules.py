@@ -47,3 +47,17 @@ def sampling_timesteps(steps: int, n_train: int = N_TRAIN_STEPS) -> list[int]:
         raise ValueError(f"steps must be an integer in [1, {n_train}], got {steps!r}")
     stride = n_train / steps
     return [int(round(i * stride)) for i in range(steps)][::-1]
+
+
+def partial_timesteps(steps: int, start: int, n_train: int = N_TRAIN_STEPS) -> list[int]:
+    """``steps`` evenly spaced timesteps from ``start`` down to 0, largest first (a warm start at ``start``).
+
+    ``partial_timesteps(5, 200)`` gives 200, 150, 100, 50, 0; one step is ``[start]``.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n_train:
+        raise ValueError(f"steps must be an integer in [1, {n_train}], got {steps!r}")
+    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < n_train:
+        raise ValueError(f"start must be an integer timestep in [0, {n_train - 1}], got {start!r}")
+    if steps == 1:
+        return [start]
+    return sorted({int(round(start * i / (steps - 1))) for i in range(steps)}, reverse=True)

@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     percentiles: tuple[float, float] = (0.1, 99.9)
+    intensity_augment: bool = False
     unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -85,12 +86,18 @@ def prepare_frames(images: Sequence[np.ndarray], percentiles=(0.1, 99.9), min_si
 
 
 class PatchSampler:
-    """Random patches with random flips and 90-degree rotations from a list of (H, W) frames."""
+    """Random patches with random flips and 90-degree rotations from a list of (H, W) frames.
 
-    def __init__(self, frames: list[np.ndarray], patch_size: int, rng: np.random.Generator):
+    With ``intensity=True`` each patch also gets a random gamma (``u -> u ** g`` on the [0, 1] scale,
+    ``log g`` uniform in ``log 0.6 .. log 1.6``) and a random contrast (scaled towards the background
+    by a factor in 0.6 .. 1), so the prior sees dim, bright, flat and contrasty versions of every structure.
+    """
+
+    def __init__(self, frames: list[np.ndarray], patch_size: int, rng: np.random.Generator, *, intensity: bool = False):
         self.frames = frames
         self.patch = patch_size
         self.rng = rng
+        self.intensity = intensity
         small = [f.shape for f in frames if min(f.shape) < patch_size]
         if small:
             raise ValueError(f"patch_size {patch_size} is larger than training frames of shape {small[0]}")
@@ -108,6 +115,9 @@ class PatchSampler:
             p = np.rot90(p, self.rng.integers(4))
             if self.rng.integers(2):
                 p = p[:, ::-1]
+            if self.intensity:
+                u = np.clip((p + 1) / 2, 0, None) ** np.exp(self.rng.uniform(np.log(0.6), np.log(1.6)))
+                p = 2 * u * self.rng.uniform(0.6, 1.0) - 1
             out[k, 0] = p
         return torch.from_numpy(out)
 
@@ -123,8 +133,12 @@ def train(
     max_seconds: float | None = None,
     callback: Callable[[dict], bool | None] | None = None,
     data_sources: list[str] | None = None,
+    init_weights: str | os.PathLike | None = None,
 ) -> Path:
     """Train a UNet prior on ``images`` and save it as a prior folder ``out_dir``.
+
+    ``init_weights``: a ``weights.safetensors`` (or a prior folder holding one) to start from instead
+    of a random initialisation (fine-tuning); ignored when a checkpoint is resumed.
 
     ``precision``: ``"float32"``, or ``"bfloat16"`` (the network's forward and backward under bf16
     autocast, weights, optimizer and EMA in float32; CUDA only). ``"auto"`` picks bfloat16 on a
@@ -171,7 +185,14 @@ def train(
         rng = np.random.default_rng([config.seed, start])
         torch.manual_seed(config.seed + start)
 
-    sampler = PatchSampler(frames, config.patch_size, rng)
+    if init_weights is not None and start == 0:
+        state = _read_init_weights(init_weights)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"init_weights {init_weights} do not fit the UNet of this config: {str(err).splitlines()[0]}") from None
+        ema.load_state_dict(model.state_dict())
+    sampler = PatchSampler(frames, config.patch_size, rng, intensity=config.intensity_augment)
     log_path = out / "loss.csv"
     log_new = not log_path.exists() or start == 0
     log = open(log_path, "w" if log_new else "a", newline="")
@@ -232,6 +253,18 @@ def train(
     finally:
         log.close()
     return out
+
+
+def _read_init_weights(path: str | os.PathLike) -> dict:
+    """The tensors of a prior's ``weights.safetensors`` (a file or the folder holding it)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    p = p / "weights.safetensors" if p.is_dir() else p
+    try:
+        return load_file(str(p))
+    except Exception as err:  # missing, truncated or not safetensors: report it as a bad argument
+        raise ValueError(f"init_weights {p} cannot be read as safetensors weights ({type(err).__name__}: {err})") from None
 
 
 def _training_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -193,9 +193,7 @@ def plan_windows(
         ``window + 2 * margin``.
     """
     size = len(kernel) if kernel is not None else 1
-    margin = default_margin(size, subsample) if margin is None else int(margin)
-    if margin < 0:
-        raise ValueError(f"window_margin must be an integer >= 0, got {margin}")
+    margin = default_margin(size, subsample) if margin is None else check_positive_int(margin, "window_margin", minimum=0)
     cols = temporal_support(kernel, n_frames, boundary, subsample)
     if not window or n_frames <= window + 2 * margin:
         return [Span(np.arange(n_frames), (0, n_frames), np.ones(n_frames), np.arange(cols.shape[0]))]

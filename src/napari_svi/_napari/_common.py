@@ -1,6 +1,7 @@
 """Pieces the dock widgets share: a Run/Cancel panel with progress, field messages, layer geometry.
 
-No Qt import: everything is a magicgui widget; workers come from ``napari.qt.threading``.
+No Qt import at module level: everything is a magicgui widget (Qt only inside the functions that need
+it); workers come from ``napari.qt.threading``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ class Message(Label):
         self.text = text or ""
         self.value = f'<span style="color:{ERROR_COLOR}">{html.escape(self.text)}</span>' if text else ""
         self.visible = bool(text)
+
+    def check(self, check: Callable[[], object]) -> bool:
+        """Run ``check()``; show the ValueError it raises (or nothing); True when it raised none."""
+        try:
+            check()
+        except ValueError as err:
+            self.show_message(str(err))
+            return False
+        self.show_message(None)
+        return True
+
+
+def range_problem(label: str, value, low, high=math.inf) -> str | None:
+    """``"<label> must be low … high, not value."`` (or ``must be ≥ low``) when ``value`` is outside; else ``None``."""
+    if low <= value <= high:
+        return None
+    allowed = f"≥ {low}" if high == math.inf else f"{low} … {high}"
+    return f"{label} must be {allowed}, not {value}."
 
 
 def format_seconds(seconds: float) -> str:
@@ -276,10 +295,70 @@ def result_geometry(layer, time_axis: int, temporal_subsample: int, downsample: 
 
 
 def device_choices() -> list[str]:
-    """``auto``, ``cpu`` and every CUDA device torch sees (``cuda:0``, ...)."""
+    """``auto``, ``cpu``, every CUDA device torch sees (``cuda:0``, ...) and ``mps`` where Apple's GPU is present."""
     import torch
 
-    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    from ..priors.loading import mps_available
+
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (["mps"] if mps_available() else [])
+
+
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 1e9
+
+
+def open_ranges(*widgets) -> None:
+    """Let spin boxes hold any number, so that a typed value is checked and reported, never clamped.
+
+    A Qt spin box replaces a value outside its range (or refuses the minus sign) without a word;
+    the form's checks say what is allowed instead.
+    """
+    from magicgui.widgets import FloatSpinBox
+
+    for w in widgets:
+        limit = FLOAT_LIMIT if isinstance(w, FloatSpinBox) else INT_LIMIT
+        w.min, w.max = -limit, limit
+
+
+def make_scrollable(container) -> None:
+    """Put ``container``'s fields into a vertical scroll area inside its own widget.
+
+    napari docks a magicgui widget's ``native`` widget, the inner one even for a
+    ``Container(scrollable=True)``, so a tall form would grow the window past the screen. Here the
+    form's layout moves into a scroll area, and the dock can be as short as the window allows. Its
+    width follows the form's: fields that appear or fill in later (a region line, a PSF preview)
+    widen the dock instead of being cut at its edge.
+    """
+    from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QStyle, QVBoxLayout, QWidget
+
+    class FormScroll(QScrollArea):
+        def minimumSizeHint(self):  # noqa: N802  (Qt's name)
+            hint = super().minimumSizeHint()
+            spacing = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollView_ScrollBarSpacing)
+            hint.setWidth(inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                          + max(spacing, 0) + 2 * self.frameWidth())
+            return hint
+
+    class Refit(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802  (Qt's name)
+            if event.type() == QEvent.Type.LayoutRequest:
+                scroll.updateGeometry()  # the dock asks for the new minimum width
+            return False
+
+    outer = container.native
+    inner = QWidget()
+    inner.setLayout(outer.layout())  # moves the layout and every field into ``inner``
+    scroll = FormScroll(outer)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    scroll.refit = Refit(scroll)  # a child of the scroll area: lives as long as it
+    inner.installEventFilter(scroll.refit)
+    layout = QVBoxLayout(outer)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
 
 
 class _TrainedPriors:

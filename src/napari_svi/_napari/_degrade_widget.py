@@ -12,8 +12,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, SpinBox
 
-from ._common import Message, RunPanel, jsonable, stack_shape, stop_worker_on_close
+from ._common import (
+    Message,
+    RunPanel,
+    jsonable,
+    make_scrollable,
+    open_ranges,
+    range_problem,
+    stack_shape,
+    stop_worker_on_close,
+)
 from ._operator_fields import OperatorFields
+from ._restore_checks import LIMITS
 
 if TYPE_CHECKING:
     import napari
@@ -53,6 +63,8 @@ class DegradeWidget(Container):
         self.poisson_peak = FloatSpinBox(label="Poisson peak (photons)", value=0.0, min=0.0, max=1e9, step=10)
         self.poisson_peak.tooltip = "Photons at the 99.9th percentile for shot noise; 0: no shot noise"
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self.noise_msg = Message()
+        open_ranges(self.noise_sigma, self.poisson_peak, self.seed, self.operator.missing_fraction)  # checked, not clamped
         self.run_panel = RunPanel("Simulate", self._start, self._cancel)
         super().__init__(
             widgets=[
@@ -64,11 +76,10 @@ class DegradeWidget(Container):
                 self.noise_sigma,
                 self.poisson_peak,
                 self.seed,
+                self.noise_msg,
                 self.run_panel,
             ]
         )
-        from ._restore_checks import make_scrollable
-
         make_scrollable(self)  # the dock scrolls instead of growing the window
         self.image_info.native.setWordWrap(True)
         self._worker = None
@@ -76,6 +87,8 @@ class DegradeWidget(Container):
         self.degraded_layer = self.mask_layer = None
         self.image.changed.connect(self._on_image)
         self.time_axis.changed.connect(self._on_image)
+        for w in (self.noise_sigma, self.poisson_peak, self.seed):
+            w.changed.connect(self.validate)
         stop_worker_on_close(self, self._cancel)
         self._viewer.layers.events.inserted.connect(self.reset_choices)
         self._viewer.layers.events.removed.connect(self.reset_choices)
@@ -121,8 +134,17 @@ class DegradeWidget(Container):
             )
         else:
             self.image_info.value = ""
+        noise = self.noise_problem()
+        self.noise_msg.show_message(noise)
+        ok = ok and noise is None
         self.run_panel.set_ready(bool(ok))
         return bool(ok)
+
+    def noise_problem(self) -> str | None:
+        """Why the noise fields cannot be used (a typed value out of range), or ``None``."""
+        return (range_problem("Gaussian noise σ", self.noise_sigma.value, 0.0)
+                or range_problem("Poisson peak (photons)", self.poisson_peak.value, 0.0)
+                or range_problem("Seed", self.seed.value, *LIMITS["seed"]))
 
     def _start(self) -> None:
         if self._worker is not None or not self.validate():

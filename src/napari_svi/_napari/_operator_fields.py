@@ -21,7 +21,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from ..operators import OperatorSpec
 from ..psf import spatial_psf, temporal_kernel, temporal_kernel_from_exposure
 from ..psf_spec import parse_spatial_spec, parse_temporal_spec
-from ._common import Message, layer_frame_interval_s, layer_pixel_size_nm
+from ._common import Message, layer_frame_interval_s, layer_pixel_size_nm, open_ranges
 from ._psf_preview import fwhm_px, spatial_picture, temporal_picture
 
 TEMPORAL_KINDS = [
@@ -130,8 +130,6 @@ class OperatorFields(Container):
         for w in widgets:
             if hasattr(w, "changed") and not isinstance(w, (Label, Image)):
                 w.changed.connect(self._changed)
-        from ._restore_checks import open_ranges
-
         open_ranges(self.box_frames, self.temporal_sigma, self.exposure_ms, self.interval_ms, self.temporal_subsample,
                     self.spatial_sigma, self.na, self.wavelength_nm, self.pixel_nm, self.downsample)  # checked, not clamped
         self._update_visibility()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, Select, SpinBox
 
-from ._common import TRAINED_PRIORS, Message, RunPanel, device_choices, guarded, stop_worker_on_close
+from ._common import TRAINED_PRIORS, Message, RunPanel, device_choices, guarded, make_scrollable, stop_worker_on_close
 
 if TYPE_CHECKING:
     import napari
@@ -106,8 +106,6 @@ class TrainWidget(Container):
                 self.run_panel,
             ]
         )
-        from ._restore_checks import make_scrollable
-
         make_scrollable(self)  # the dock scrolls instead of growing the window
         self._worker = None
         self._stop_event: threading.Event | None = None

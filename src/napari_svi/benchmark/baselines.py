@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..cg import conjugate_gradient
+from ..classical import gradient, gradient_adjoint, richardson_lucy_steps, tv_admm, tv_admm_steps  # noqa: F401 (the baselines' TV and RL)
 from ..operators import OperatorSpec
 from ..operators.base import LinearOperator
 
@@ -94,130 +95,12 @@ def is_nonnegative(spec: OperatorSpec) -> bool:
     return (kernel is None or bool(np.all(kernel >= 0))) and (psf is None or bool(np.all(psf >= 0)))
 
 
-def richardson_lucy_steps(
-    y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6
-) -> Iterator[dict]:
-    """Richardson-Lucy iterations ``x <- x * A^T(y / A x) / A^T 1``, yielding ``{"i", "x"}``.
-
-    The multiplicative update for Poisson data (Richardson 1972, Lucy 1974), the same as
-    ``skimage.restoration.richardson_lucy`` but with the whole spatio-temporal operator, so temporal
-    and spatial blur, downsampling and masks are deconvolved jointly. ``y`` is clipped at 0 and the
-    start is the constant mean of ``A^T y / A^T 1``; pixels that no measurement sees (``A^T 1 = 0``)
-    keep it. ``eps`` guards the divisions.
-    """
-    yc = y.clamp_min(0)
-    norm = operator.adjoint(torch.ones_like(y))
-    seen = norm > 0
-    norm = norm.clamp_min(eps)
-    x = torch.full(operator.in_shape, float((operator.adjoint(yc) / norm)[seen].mean()), dtype=y.dtype, device=y.device)
-    for i in range(n_iter):
-        x = torch.where(seen, x * operator.adjoint(yc / operator.forward(x).clamp_min(eps)) / norm, x)
-        yield {"i": i, "x": x}
-
-
 def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
     """Run :func:`richardson_lucy_steps` for ``n_iter`` iterations and return the estimate."""
     x = None
     for info in richardson_lucy_steps(y, operator, n_iter, eps=eps):
         x = info["x"]
     return x if x is not None else y.new_zeros(operator.in_shape)
-
-
-# ---------------------------------------------------------------- total variation by ADMM
-
-
-def gradient(x: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
-    """Forward differences along T, H and W of ``x`` (T, C, H, W): shape (3, T, C, H, W).
-
-    The last difference along each axis is 0 (Neumann boundary); the temporal one is scaled by
-    ``temporal_weight``.
-    """
-    d = torch.zeros((3, *x.shape), dtype=x.dtype, device=x.device)
-    d[0, :-1] = (x[1:] - x[:-1]) * temporal_weight
-    d[1, :, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
-    d[2, :, :, :, :-1] = x[..., 1:] - x[..., :-1]
-    return d
-
-
-def gradient_adjoint(p: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
-    """Adjoint of :func:`gradient` (minus the divergence): (3, T, C, H, W) -> (T, C, H, W)."""
-    out = torch.zeros(p.shape[1:], dtype=p.dtype, device=p.device)
-    pt = p[0, :-1] * temporal_weight
-    out[:-1] -= pt
-    out[1:] += pt
-    out[:, :, :-1] -= p[1, :, :, :-1]
-    out[:, :, 1:] += p[1, :, :, :-1]
-    out[..., :-1] -= p[2, ..., :-1]
-    out[..., 1:] += p[2, ..., :-1]
-    return out
-
-
-def tv_admm_steps(
-    y: torch.Tensor,
-    operator: LinearOperator,
-    weight: float,
-    n_iter: int = 50,
-    *,
-    rho: float | None = None,
-    cg_steps: int = 5,
-    temporal_weight: float = 1.0,
-    x0: torch.Tensor | None = None,
-) -> Iterator[dict]:
-    """ADMM for ``argmin_x 1/2 ||A x - y||^2 + weight * TV(x)``, yielding ``{"i", "x"}``.
-
-    Parameters
-    ----------
-    weight : float
-        TV weight ``lambda`` on the [0, 1] scale (larger: smoother).
-    n_iter : int
-        ADMM iterations.
-    rho : float, optional
-        ADMM penalty; default ``10 * weight`` (the split is ``z = D x``).
-    cg_steps : int
-        CG iterations of each x-update, warm-started at the previous x.
-    temporal_weight : float
-        Scale of the temporal differences in TV (1: isotropic 3-D TV treating a frame step like a
-        pixel step; 0: per-frame 2-D TV).
-    x0 : torch.Tensor, optional
-        Start (default ``A^T y``).
-
-    Notes
-    -----
-    Isotropic TV ``sum_p sqrt((w_t D_t x)_p^2 + (D_y x)_p^2 + (D_x x)_p^2)`` with forward differences
-    and Neumann boundaries. Scaled-form ADMM (Boyd et al. 2011, section 6.4)::
-
-        x <- argmin 1/2 ||A x - y||^2 + rho/2 ||D x - z + u||^2   (CG on A^T A + rho D^T D)
-        z <- shrink(D x + u, weight / rho)                          (per-voxel vector shrinkage)
-        u <- u + D x - z
-    """
-    rho = 10.0 * weight if rho is None else float(rho)
-    if weight <= 0 or rho <= 0:
-        raise ValueError(f"weight and rho must be positive, got weight={weight}, rho={rho}")
-    aty = operator.adjoint(y)
-    x = (aty if x0 is None else x0).clone()
-    z = gradient(x, temporal_weight)
-    u = torch.zeros_like(z)
-
-    def normal(v: torch.Tensor) -> torch.Tensor:
-        return operator.normal(v) + rho * gradient_adjoint(gradient(v, temporal_weight), temporal_weight)
-
-    threshold = weight / rho
-    for i in range(n_iter):
-        x = conjugate_gradient(normal, aty + rho * gradient_adjoint(z - u, temporal_weight), x, cg_steps)
-        dx = gradient(x, temporal_weight)
-        v = dx + u
-        magnitude = torch.sqrt((v * v).sum(dim=0, keepdim=True))
-        z = v * torch.clamp(1 - threshold / magnitude.clamp_min(1e-12), min=0)
-        u = v - z
-        yield {"i": i, "x": x}
-
-
-def tv_admm(y: torch.Tensor, operator: LinearOperator, weight: float, n_iter: int = 50, **kwargs) -> torch.Tensor:
-    """Run :func:`tv_admm_steps` and return the estimate."""
-    x = None
-    for info in tv_admm_steps(y, operator, weight, n_iter, **kwargs):
-        x = info["x"]
-    return x if x is not None else operator.adjoint(y)
 
 
 # ---------------------------------------------------------------- oracle tuning on the ground truth

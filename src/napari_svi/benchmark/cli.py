@@ -12,6 +12,7 @@ def add_parser(subparsers) -> None:
     """Add ``benchmark`` with its ``quality`` and ``speed`` subcommands to the ``napari-svi`` parser."""
     from ..cli_flags import eta_arg
     from .quality import METHODS, TASKS, QualitySettings
+    from .reference import RELEASE
 
     defaults = QualitySettings()
     p = subparsers.add_parser("benchmark", help="restoration quality and speed benchmarks",
@@ -37,13 +38,14 @@ def add_parser(subparsers) -> None:
     q.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                    help=f"methods to run (default: all): {', '.join(METHODS)}")
     q.add_argument("--prior", default="default", help="prior of svi and independent: default | folder | checkpoint")
-    q.add_argument("--steps", type=int, default=defaults.steps, help="SVI denoising steps, NFE (default: 20)")
+    q.add_argument("--steps", type=int, default=defaults.steps, help="SVI denoising steps, NFE (default: restore's)")
+    _add_start_flags(q)
     q.add_argument("--eta", type=eta_arg, default=defaults.eta,
                    help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto, restore's)")
     q.add_argument("--cg-steps", type=int, default=defaults.cg_steps,
                    help="CG iterations per SVI step, and of the 'cg' baseline (default: 5)")
     q.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
-    q.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
+    q.add_argument("--device", default=defaults.device, help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     q.add_argument("--peak-photons", type=float, default=defaults.peak_photons,
                    help="noisy tasks: photons at the truth's 99.9th percentile (default: 200)")
     q.add_argument("--read-noise", type=float, default=defaults.read_noise_photons,
@@ -83,15 +85,18 @@ def add_parser(subparsers) -> None:
     r.add_argument("--prior", default="default", help="prior of svi: default | folder | checkpoint")
     r.add_argument("--steps", type=int, default=None, help="SVI denoising steps (default: restore's default)")
     r.add_argument("--eta", type=eta_arg, default=None, help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto)")
+    _add_start_flags(r)
     r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
-    r.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N (default: auto)")
+    r.add_argument("--device", default=defaults.device, help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
     r.set_defaults(func=run_suite_command)
 
     s = sub.add_parser(
         "speed", help="time per network evaluation and per restore versus frames and frame size",
-        description="Time one network evaluation and one restore versus the number of frames and the frame size on "
-        "each device, with peak memory and linear fits; writes speed.json, speed.md and speed.png to REPORT_DIR.",
+        description="First restore one clip side by side with a reference code (the 2026-11-26 release by default), "
+        "alternating fresh processes, and write comparison.json and comparison.md (seconds per clip, frames per second, "
+        "peak memory, PSNR, the ratio); then time one network evaluation and one restore versus the number of frames "
+        "and the frame size on each device, with peak memory and linear fits (speed.json, speed.md, speed.png).",
     )
     s.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
     s.add_argument("--prior", default="default", help="default | folder | checkpoint")
@@ -110,7 +115,22 @@ def add_parser(subparsers) -> None:
                    help="most pixels per network call; bounds its memory (default: 262144 = 4 x 256 x 256)")
     s.add_argument("--tile-size", type=int, default=256,
                    help="also time the largest frame size with the network in tiles of this size; 0 = skip (default: 256)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of PyTorch (default: the cores this process may use)")
+    s.add_argument("--reference", default=RELEASE, metavar="REV|FOLDER|none",
+                   help=f"first restore one clip side by side with this code: a git revision of napari-svi's "
+                   f"repository or a source folder holding napari_svi/; 'none' skips it (default: {RELEASE}, the "
+                   "release of 2026-11-26)")
+    s.add_argument("--clip-frames", type=int, default=16, help="frames of the side-by-side clip (default: 16)")
+    s.add_argument("--clip-size", type=int, default=128, help="frame size in px of the side-by-side clip (default: 128)")
+    s.add_argument("--repeats", type=int, default=2,
+                   help="side-by-side rounds, alternating reference and current code (default: 2: A B A B)")
+    s.add_argument("--current-option", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="restore arguments of the current code in the side-by-side run, e.g. steps=10 (values as "
+                   "JSON; default: its defaults)")
+    s.add_argument("--reference-option", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="restore arguments of the reference code in the side-by-side run (default: its defaults)")
+    s.add_argument("--no-sweep", action="store_true", help="only the side-by-side run, no frame and size sweeps")
     s.set_defaults(func=run_speed_command)
 
 
@@ -179,7 +199,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
     from .report import command_line, machine_info, write_quality_report
 
     for name in ("frames", "steps", "cg_steps", "rl_max_iter", "tv_iter"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.peak_photons <= 0 or args.read_noise < 0:
         raise ValueError("--peak-photons must be > 0 and --read-noise >= 0")
@@ -197,6 +217,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
         prior = TiledPrior(prior, tile_size=None, max_pixels_per_batch=args.max_pixels)
     settings = QualitySettings(steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, seed=args.seed,
+                               start=args.start, blend=args.blend,
                                device=str(device), peak_photons=args.peak_photons, read_noise_photons=args.read_noise,
                                rl_max_iter=args.rl_max_iter, tv_iter=args.tv_iter)
     header = {"command": command_line(), "data": data_record, "machine": machine_info(device),
@@ -236,6 +257,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
                        frames=args.frames, crop=args.crop, data_dir=args.data_dir,
                        settings=QualitySettings(seed=args.seed, device=str(device),
+                                                start=args.start, blend=args.blend,
                                                 **{k: getattr(args, k) for k in ("steps", "eta")
                                                    if getattr(args, k) is not None}),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -245,6 +267,13 @@ def run_suite_command(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(suite_markdown(result, header))
     print(f"wrote results.json and results.md to {out} in {header['seconds_total']:.0f} s")
     return 0
+
+
+def _add_start_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", choices=("tv", "noise"), default="tv",
+                   help="SVI's start: the TV estimate diffused to t=200, or noise as in the paper (default: tv)")
+    p.add_argument("--blend", choices=("cv", "none"), default="cv",
+                   help="SVI's blend with the TV estimate by held-out data, or none (default: cv)")
 
 
 def _prior_record(prior, spec: str) -> dict:
@@ -271,29 +300,54 @@ def run_speed_command(args: argparse.Namespace) -> int:
     import torch
 
     from ..priors.loading import load_prior
-    from .report import command_line, machine_info, write_speed_report
+    from ..threads import choose_threads, usable_cores
+    from .reference import comparison_markdown, parse_options, run_reference_comparison
+    from .report import command_line, machine_info, write_json, write_speed_report
     from .speed import run_speed
 
     check_optional_dependencies("speed")
     _set_threads(args.threads)
-    _check_report_folder(args.output)
+    out = _check_report_folder(args.output)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if min(args.frames + args.sizes + [args.frames_size, args.size_frames, args.steps, args.max_pixels]) < 1:
         raise ValueError("frames, sizes, steps and --max-pixels must be positive")
+    if args.clip_frames < 8 or args.clip_size < 32 or args.repeats < 1:
+        raise ValueError(f"--clip-frames must be >= 8, --clip-size >= 32 and --repeats >= 1, got {args.clip_frames}, "
+                         f"{args.clip_size} and {args.repeats}")
+    options = {"current": parse_options(args.current_option, "--current-option"),
+               "reference": parse_options(args.reference_option, "--reference-option")}
     prior = load_prior(args.prior, "cpu", channels=1)
     bad = [s for s in args.sizes + [args.frames_size] if s % prior.size_multiple]
     if bad:
         raise ValueError(f"frame sizes must be multiples of {prior.size_multiple} for this prior, got {bad}")
-    machine = machine_info()
-    result = run_speed(prior, devices=tuple(devices), frames=tuple(args.frames), sizes=tuple(args.sizes),
-                       frames_size=args.frames_size, size_frames=args.size_frames, steps=args.steps,
-                       cg_steps=args.cg_steps, max_pixels_per_batch=args.max_pixels, tile_size=args.tile_size or None,
-                       progress=lambda line: print(line, file=sys.stderr, flush=True))
-    machine["load_average_1min_end"] = machine_info()["load_average_1min"]
-    result = {"command": command_line(), "machine": machine, **result}
-    written = write_speed_report(result, args.output)
-    for f in result["fits"]:
-        print(f"{f['device']:5s} {f['kind']:8s} vs {f['x']}: {f['slope']:.4g} s per {f['unit']}, "
-              f"intercept {f['intercept']:.3g} s, R^2 {f['r2']:.4f}")
+    written = []
+    if str(args.reference).lower() != "none":
+        machine = {**machine_info(), "cpu_cores_usable": usable_cores()}
+        threads = choose_threads(args.threads, "--threads")
+        comparison = run_reference_comparison(
+            args.reference, frames=args.clip_frames, size=args.clip_size, repeats=args.repeats, threads=threads,
+            current_options=options["current"], reference_options=options["reference"],
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
+        machine["load_average_1min_end"] = machine_info()["load_average_1min"]
+        comparison = {"command": command_line(), "machine": machine, **comparison}
+        written.append(write_json(out / "comparison.json", comparison))
+        (out / "comparison.md").write_text(comparison_markdown(comparison))
+        written.append(out / "comparison.md")
+        for name, r in comparison["ratio"].items():
+            print(f"{name} vs {comparison['reference_code']}: {r['speedup_of_medians']:.2f}x faster, "
+                  f"PSNR {r['psnr_difference_db']:+.2f} dB, peak memory x{r['peak_mb_ratio']:.2f}")
+    if not args.no_sweep:
+        machine = machine_info()
+        result = run_speed(prior, devices=tuple(devices), frames=tuple(args.frames), sizes=tuple(args.sizes),
+                           frames_size=args.frames_size, size_frames=args.size_frames, steps=args.steps,
+                           cg_steps=args.cg_steps, max_pixels_per_batch=args.max_pixels,
+                           tile_size=args.tile_size or None,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+        machine["load_average_1min_end"] = machine_info()["load_average_1min"]
+        result = {"command": command_line(), "machine": machine, **result}
+        written += write_speed_report(result, out)
+        for f in result["fits"]:
+            print(f"{f['device']:5s} {f['kind']:8s} vs {f['x']}: {f['slope']:.4g} s per {f['unit']}, "
+                  f"intercept {f['intercept']:.3g} s, R^2 {f['r2']:.4f}")
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

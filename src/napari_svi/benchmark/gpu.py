@@ -7,7 +7,15 @@
 2. Timing: a 16 x 256 x 256 restore at 20 NFE (box-7 blur, Poisson-Gaussian noise) in float32 and in
    half precision (the network under float16 autocast; CG stays float32): seconds, frames per second,
    peak GPU memory and PSNR against the truth.
-3. Optionally (``--speed``) the speed sweep of :mod:`.speed` on the GPU.
+3. Levers (:mod:`.gpu_levers`) on the same restore: CUDA graphs in float32, float16 and bfloat16;
+   2, 4 and 8 clips restored side by side with their network calls gathered into one batch (what
+   fills a large GPU); a 64-frame stack in one piece and in windows; a ``torch.profiler`` table
+   (``profile.txt``); ``torch.compile`` of the network with ``--compile`` when 200 s are left.
+   Each reports frames per second, peak GPU memory, PSNR and its largest difference from float32.
+4. Optionally (``--speed``) the speed sweep of :mod:`.speed` on the GPU.
+
+``gpu_check.json`` is rewritten after every stage; stages that would not fit ``--budget-s`` are
+skipped and say so in the table.
 
 A short table is printed last. ``--dry-run`` shrinks every size so the whole check runs on a CPU in
 seconds (what the tests do); ``--device cpu`` with it compares the CPU with itself.
@@ -69,7 +77,7 @@ def _restore(y, spec, prior, device, steps, noise_sigma, precision="float32", tr
                    true_frames=true_frames)
 
 
-def run_check(args) -> dict:
+def run_check(args, save=lambda result, rows: None) -> dict:
     from ..degrade import degrade
     from ..operators import OperatorSpec
     from ..priors.loading import resolve_device
@@ -151,7 +159,37 @@ def run_check(args) -> dict:
     result["timing"] = {"frames": frames, "size": size, "steps": steps, "operator": spec.describe(),
                         "noise": "Poisson 200 photons at the 99.9th percentile + Gaussian 0.01", **timings}
 
-    # 3. optional speed sweep on the device
+    save(result, rows)
+
+    # 3. levers: CUDA graphs, half precision, clips batched together, a long stack in one piece, a profile
+    from .gpu_levers import Levers
+
+    levers = Levers(prior, device, y, truth, spec, steps, estimates["float32"], _log)
+    left = lambda: args.budget_s - (time.perf_counter() - t_start)  # noqa: E731
+    cuda = device.type == "cuda"  # half precision on a CPU is emulated (many times slower): float32 there
+    plan = [("graphs", 60, lambda: levers.graphs(("float32", "float16", "bfloat16") if cuda else ("float32",))),
+            ("batched", 90, lambda: levers.batched((2, 4) if args.dry_run else (2, 4, 8),
+                                                   precision="float16" if cuda else "float32")),
+            ("long stack", 60, lambda: levers.long_stack(8 if args.dry_run else 64, "float16" if cuda else "float32")),
+            ("profile", 30, lambda: result.__setitem__("profile", levers.profile())),
+            ("compile", 200, levers.compiled if args.compile else None)]
+    for name, needs_s, fn in plan:
+        if fn is None:
+            continue
+        if left() < needs_s and not args.dry_run:
+            levers.rows.append((name, f"skipped: {left():.0f} s left of the {args.budget_s:.0f} s budget"))
+            continue
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - record and go on
+            levers.rows.append((name, f"FAILED: {type(err).__name__}: {err}"[:200]))
+        result["levers"] = levers.records
+        save(result, rows + levers.rows)
+    rows += levers.rows
+    if "profile" in result and args.output:
+        Path(args.output, "profile.txt").write_text(result["profile"])
+
+    # 4. optional speed sweep on the device
     if args.speed:
         remaining = args.budget_s - (time.perf_counter() - t_start)
         if remaining < 120 and not args.dry_run:
@@ -199,16 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agreement-steps", type=int, default=10)
     p.add_argument("--half", choices=("float16", "bfloat16"), default="float16", help="half precision (default: float16)")
     p.add_argument("--speed", action="store_true", help="also run the speed sweep on the device")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the network (minutes to compile)")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip the speed sweep when less than 120 s are left")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: test the script itself")
     p.add_argument("-o", "--output", default=None, help="folder for gpu_check.json (and the speed report)")
     args = p.parse_args(argv)
-    result = run_check(args)
-    if args.output:
-        from .report import write_json
 
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-        write_json(Path(args.output) / "gpu_check.json", json.loads(json.dumps(result, default=str)))
+    def save(result: dict, rows) -> None:  # after every stage, so a check stopped by its time limit keeps its figures
+        if args.output:
+            from .report import write_json
+
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            write_json(Path(args.output) / "gpu_check.json", json.loads(json.dumps({**result, "rows": rows}, default=str)))
+
+    result = run_check(args, save)
+    save(result, result["rows"])
     print_table(result)
     worst = max(v["relative_error"] for v in result["agreement"].values())
     if worst > 0.05:

@@ -121,8 +121,10 @@ TASKS: dict[str, Task] = {
 class QualitySettings:
     """Everything that decides the numbers; stored in ``details.json``."""
 
-    steps: int = 20
+    steps: int | None = None  # restore's default (5 from the warm start, 20 from noise)
     eta: float | str = "auto"
+    start: str = "tv"
+    blend: str = "cv"
     cg_steps: int = 5
     seed: int = 0
     device: str = "auto"
@@ -277,11 +279,13 @@ def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_fra
 
     noise_sigma, how = ("auto", AUTO_NOISE) if task.noisy else (None, "none (noiseless normal equations)")
     kwargs = dict(prior=prior, steps=settings.steps, eta=settings.eta, cg_steps=settings.cg_steps,
+                  start=settings.start, blend=settings.blend,
                   noise_sigma=noise_sigma, gamma="auto", seed=settings.seed,
                   device=settings.device, batch_consistent=(method == "svi"), true_frames=t_frames)
     m = measure(lambda: restore(y, spec, **kwargs), device=_device(settings.device))
     meta = m.value.metadata
-    params = {"steps": settings.steps, "eta": settings.eta, "cg_steps": settings.cg_steps,
+    params = {"steps": meta.get("steps"), "start": meta.get("start"), "blend_weight": meta.get("blend_weight"),
+              "start_tv_weight": meta.get("start_tv_weight"), "eta": settings.eta, "cg_steps": settings.cg_steps,
               "batch_consistent": method == "svi", "noise_sigma": how,
               "noise_sigma_used": meta.get("noise_sigma_used"), "gamma": meta.get("gamma"), "seed": settings.seed,
               "device": meta.get("device"), "prior": meta.get("prior"), "windows": meta.get("windows"),

@@ -141,7 +141,8 @@ def quality_markdown(records: list[dict], details: dict) -> str:
     if settings:
         lines.append(f"Noise (noisy tasks): Poisson, {settings.get('peak_photons'):g} photons at the truth's 99.9th "
                      f"percentile, plus Gaussian read noise of {settings.get('read_noise_photons'):g} photons. "
-                     f"SVI: {settings.get('steps')} NFE, eta {settings.get('eta')}, {settings.get('cg_steps')} CG "
+                     f"SVI: {settings.get('steps') or 'default'} NFE, start {settings.get('start')}, blend "
+                     f"{settings.get('blend')}, eta {settings.get('eta')}, {settings.get('cg_steps')} CG "
                      "steps, noise level and gamma automatic. richardson-lucy and tv-admm: iterations / weight "
                      "tuned on the ground truth (oracle).")
     machine = details.get("machine", {})
@@ -365,6 +366,6 @@ def speed_figure(result: dict, path) -> Path:
 def command_line() -> str:
     """The command that is running, as typed (``napari-svi ...`` when run through the entry point)."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("napari-svi", "__main__.py"):
+    if argv and (Path(argv[0]).name in ("napari-svi", "__main__.py") or Path(argv[0]).parts[-2:] == ("napari_svi", "cli.py")):
         argv[0] = "napari-svi"
     return " ".join(argv)

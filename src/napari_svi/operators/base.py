@@ -20,7 +20,7 @@ import torch
 Shape = tuple[int, int, int, int]
 
 
-def _as_shape(shape, name: str) -> Shape:
+def as_shape(shape, name: str) -> Shape:
     """Validate a ``(T, C, H, W)`` shape: four positive integers."""
     try:
         out = tuple(int(s) for s in shape)
@@ -57,8 +57,8 @@ class LinearOperator:
     out_shape: Shape
 
     def __init__(self, in_shape, out_shape):
-        self.in_shape = _as_shape(in_shape, "in_shape")
-        self.out_shape = _as_shape(out_shape, "out_shape")
+        self.in_shape = as_shape(in_shape, "in_shape")
+        self.out_shape = as_shape(out_shape, "out_shape")
         self._masters: dict[str, torch.Tensor] = {}
         self._cache: dict[tuple, torch.Tensor] = {}
         # where to() last put the data; inputs on any other device or of any other float dtype also work

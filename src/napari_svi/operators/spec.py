@@ -23,7 +23,7 @@ import torch
 
 from ..psf import spatial_psf, temporal_kernel
 from ..validation import check_positive_int
-from .base import LinearOperator, _as_shape
+from .base import LinearOperator, as_shape
 from .chain import forward_model
 from .temporal import BOUNDARIES, temporal_matrix
 
@@ -266,7 +266,7 @@ class OperatorSpec:
             ``in_shape = (T, C, H, W)``, ``out_shape = (T_m, C, H_m, W_m)``, data on ``device`` in
             ``dtype`` (any other float dtype/device also works, converted lazily).
         """
-        shape = _as_shape(true_shape, "true_shape")
+        shape = as_shape(true_shape, "true_shape")
         t, _, h, w = shape
         self.validate(self.measurement_shape((t, h, w)), true_frames=t)
         kernel, s = self.temporal_kernel(), self._subsample()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..validation import check_positive_int
 from .base import DiffusionPrior
 
 
@@ -42,13 +43,13 @@ class DiffusersUNet(nn.Module):
         self.unet = unet
         self.prediction_type = prediction_type
         self.channels = int(channels)
-        self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64), persistent=False)
+        self.alphas_cumprod = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)  # stays on the CPU
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.unet(x, t).sample[:, : self.channels]
         if self.prediction_type == "epsilon":
             return out
-        a = self.alphas_cumprod[t].to(out.dtype).reshape(-1, 1, 1, 1)
+        a = self.alphas_cumprod[t.cpu()].to(device=out.device, dtype=out.dtype).reshape(-1, 1, 1, 1)
         if self.prediction_type == "sample":
             return (x - a.sqrt() * out) / (1 - a).sqrt()
         return a.sqrt() * out + (1 - a).sqrt() * x
@@ -93,9 +94,7 @@ class ChannelAdaptedPrior(DiffusionPrior):
 
 def adapt_channels(prior: DiffusionPrior, channels: int) -> DiffusionPrior:
     """``prior`` itself when it already has ``channels`` channels, else a :class:`ChannelAdaptedPrior`."""
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ValueError(f"channels must be a positive integer, got {channels!r}")
-    if channels == prior.channels:
+    if check_positive_int(channels, "channels") == prior.channels:
         return prior
     return ChannelAdaptedPrior(prior, channels)
 

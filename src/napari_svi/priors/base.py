@@ -42,7 +42,8 @@ class DiffusionPrior(nn.Module):
     ):
         super().__init__()
         self.network = network
-        self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64), persistent=False)
+        # a float64 CPU tensor, not a buffer: ``.to(device)`` leaves it on the CPU (Apple's MPS has no float64)
+        self.alphas_cumprod = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)
         self.channels = int(channels)
         self.size_multiple = int(size_multiple)
         self.name = name
@@ -70,11 +71,11 @@ class GaussianPrior(DiffusionPrior):
 
     def __init__(self, mean: torch.Tensor | float, std: float, alphas_cumprod: torch.Tensor, channels: int = 1):
         super().__init__(nn.Identity(), alphas_cumprod, channels=channels, size_multiple=1, name="gaussian")
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64), persistent=False)
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).detach().cpu()  # float64 master, like alphas_cumprod
         self.std = float(std)
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self.alphas_cumprod.to(x.device)[t].to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+        abar = self.alphas_cumprod[t.cpu()].to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
         mean = self.mean.to(device=x.device, dtype=x.dtype)
         var0 = self.std**2
         # x_t = sqrt(abar) x0 + sqrt(1-abar) eps  =>  E[x0|x_t] = mean + k (x_t - sqrt(abar) mean)

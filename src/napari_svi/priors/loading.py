@@ -35,21 +35,38 @@ from .unet import UNet, UNetConfig
 PRIOR_FORMAT = "napari-svi-prior"  # the same string as napari_svi.training.PRIOR_FORMAT
 PRIOR_FORMAT_VERSION = 1
 DEFAULT_PRIOR_DIR = Path(__file__).parent / "default"
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 ADM_SIDECAR_KEYS = (
     "num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order",
     "noise_schedule", "diffusion_steps", "class_label",
 )  # fmt: skip
 
 
+def mps_available() -> bool:
+    """Whether PyTorch sees Apple's Metal (MPS) GPU (``False`` on builds without the MPS backend)."""
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a ``torch.device``."""
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a ``torch.device``.
+
+    ``"auto"`` takes a CUDA GPU when PyTorch sees one, else Apple's MPS GPU when present, else the CPU.
+    """
     text = str(name).strip().lower() if isinstance(name, (str, torch.device)) else None
-    if text is None or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+    if text is None or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps(:0)?", text):
         raise ValueError(f"device must be one of {', '.join(repr(d) for d in DEVICES)}; got {name!r}")
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_available() else torch.device("cpu")
     device = torch.device(text)
+    if device.type == "mps" and not mps_available():
+        raise ValueError(f"device {text!r} was asked for, but this PyTorch ({torch.__version__}) sees no Apple MPS GPU; "
+                         "use 'cpu' or 'auto'")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -348,4 +365,4 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
-__all__ = ["DEFAULT_PRIOR_DIR", "DEVICES", "PRIOR_FORMAT", "load_prior", "resolve_device"]
+__all__ = ["DEFAULT_PRIOR_DIR", "DEVICES", "PRIOR_FORMAT", "load_prior", "mps_available", "resolve_device"]

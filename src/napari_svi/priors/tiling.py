@@ -15,11 +15,12 @@ taken per tile rather than per frame.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
-from torch.nn import functional as F
 
+from ..validation import check_positive_int
 from ..windows import blend_weights, spread_starts
 from .base import DiffusionPrior
 
@@ -35,7 +36,7 @@ class TiledPrior(DiffusionPrior):
         The wrapped prior; its ``predict_noise`` sees tiles of shape (b, C, tile, tile).
     tile_size : int or None
         Tile height and width in pixels, a multiple of ``prior.size_multiple``; ``None`` runs
-        whole frames (padded to the multiple) until memory runs out.
+        whole frames until memory runs out.
     overlap : int
         Minimum overlap of neighbouring tiles in pixels (``0 <= overlap < tile_size``).
     max_pixels_per_batch : int or None
@@ -44,9 +45,15 @@ class TiledPrior(DiffusionPrior):
         Autocast dtype of the network (mainly for CUDA); eps is returned as float32 either way.
     min_tile_size : int
         Out-of-memory retries give up below this tile size.
+    channels_last : bool or None
+        Run the network on channels-last tensors; ``None`` (default): on CUDA only. On a CPU it was
+        0.7x to 1.15x of the default in five measurements (``benchmarks/results/speed/levers.md``).
 
-    Frames of any height and width are accepted (``size_multiple`` of the wrapper is 1): they are
-    padded by reflection to what the network needs and the result is cropped back.
+    The wrapper's ``size_multiple`` is the network's, and the wrapper pads nothing: a frame side
+    that one tile covers (every side when ``tile_size`` is None) must be a multiple of it. A side
+    longer than the tile needs no padding (the tiles' starts spread over it). A restore pads every
+    piece to the multiple in one place, the piece's operator (:class:`~napari_svi.pieces.Plan`,
+    ``A @ Crop``), so a frame is padded the same way whether or not the network runs in tiles.
     """
 
     def __init__(
@@ -58,24 +65,28 @@ class TiledPrior(DiffusionPrior):
         *,
         precision: str = "float32",
         min_tile_size: int = 64,
+        channels_last: bool | None = None,
     ):
         m = prior.size_multiple
-        if tile_size is not None and (not _is_int(tile_size) or tile_size < m or tile_size % m):
+        if tile_size is not None and check_positive_int(tile_size, "tile_size") % m:
             raise ValueError(f"tile_size must be a positive multiple of {m} (the network's size multiple), got {tile_size!r}")
-        if not _is_int(overlap) or overlap < 0 or (tile_size is not None and overlap >= tile_size):
+        if check_positive_int(overlap, "overlap", minimum=0) >= (tile_size or math.inf):
             raise ValueError(f"overlap must be an integer in [0, tile_size), got {overlap!r} for tile_size {tile_size}")
-        if max_pixels_per_batch is not None and (not _is_int(max_pixels_per_batch) or max_pixels_per_batch < 1):
-            raise ValueError(f"max_pixels_per_batch must be a positive integer or None, got {max_pixels_per_batch!r}")
+        if max_pixels_per_batch is not None:
+            check_positive_int(max_pixels_per_batch, "max_pixels_per_batch")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         super().__init__(
-            prior, prior.alphas_cumprod, channels=prior.channels, size_multiple=1, name=prior.name, info=prior.info
+            prior, prior.alphas_cumprod, channels=prior.channels, size_multiple=m, name=prior.name, info=prior.info
         )
-        self.tile_size = tile_size
+        self.tile_size = None if tile_size is None else int(tile_size)
         self.overlap = int(overlap)
-        self.max_pixels_per_batch = max_pixels_per_batch
+        self.max_pixels_per_batch = None if max_pixels_per_batch is None else int(max_pixels_per_batch)
         self.precision = precision
         self.min_tile_size = max(int(min_tile_size), m)
+        if channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be None (on CUDA only), True or False, got {channels_last!r}")
+        self.channels_last = channels_last
         self._channels_last = False
         self._last_call: tuple[int, int] = (0, 0)  # (frames, pixels per frame) of the latest network call
 
@@ -87,7 +98,7 @@ class TiledPrior(DiffusionPrior):
         """eps for ``x`` (B, C, H, W) at timesteps ``t`` (B,) or a scalar; float32, shape of ``x``."""
         t = torch.as_tensor(t, device=x.device).reshape(-1)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
-        if x.device.type == "cuda" and not self._channels_last:
+        if self._use_channels_last(x) and not self._channels_last:
             self.prior.to(memory_format=torch.channels_last)  # outside inference mode: params stay normal tensors
             self._channels_last = True
         while True:
@@ -126,27 +137,29 @@ class TiledPrior(DiffusionPrior):
         b, c, h, w = x.shape
         m = self.prior.size_multiple
         tile = self.tile_size
-        th = _ceil_to(h, m) if tile is None else min(tile, _ceil_to(h, m))
-        tw = _ceil_to(w, m) if tile is None else min(tile, _ceil_to(w, m))
-        hp, wp = max(h, th), max(w, tw)
-        xp = _pad_to(x, hp, wp)
-        ys, xs = spread_starts(hp, th, self.overlap), spread_starts(wp, tw, self.overlap)
+        th, tw = (h, w) if tile is None else (min(tile, h), min(tile, w))
+        if th % m or tw % m:
+            raise ValueError(
+                f"frames of {h} x {w} pixels: a side that one tile covers must be a multiple of {m} (the network's "
+                f"size multiple); pad the frames to it first (a restore pads every piece: napari_svi.pieces)"
+            )
+        ys, xs = spread_starts(h, th, self.overlap), spread_starts(w, tw, self.overlap)
         if len(ys) == len(xs) == 1:
-            return self._run(xp, t)[..., :h, :w].float()
+            return self._run(x, t).float()
         wy, wx = (
             [torch.from_numpy(v).to(device=x.device, dtype=torch.float32) for v in blend_weights(starts, size, n)]
-            for starts, size, n in ((ys, th, hp), (xs, tw, wp))
+            for starts, size, n in ((ys, th, h), (xs, tw, w))
         )
         positions = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-        tiles = torch.cat([xp[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in positions])
+        tiles = torch.cat([x[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in positions])
         eps = self._run(tiles, t.repeat(len(positions)))
-        out = torch.zeros((b, c, hp, wp), dtype=torch.float32, device=x.device)
-        total = torch.zeros((hp, wp), dtype=torch.float32, device=x.device)
+        out = torch.zeros((b, c, h, w), dtype=torch.float32, device=x.device)
+        total = torch.zeros((h, w), dtype=torch.float32, device=x.device)
         for k, (i, j) in enumerate(positions):
             weight = wy[i][:, None] * wx[j][None, :]
             out[..., ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += eps[k * b : (k + 1) * b] * weight
             total[ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += weight
-        return (out / total)[..., :h, :w]
+        return out / total
 
     def _run(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network on ``x`` (N, C, h, w) in chunks of at most ``max_pixels_per_batch`` pixels."""
@@ -155,8 +168,11 @@ class TiledPrior(DiffusionPrior):
         self._last_call = (per, pixels)
         return torch.cat([self._network(x[i : i + per], t[i : i + per]) for i in range(0, n, per)])
 
+    def _use_channels_last(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cuda" if self.channels_last is None else self.channels_last
+
     def _network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cuda":
+        if self._use_channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
         if dtype == torch.float32:
@@ -166,21 +182,8 @@ class TiledPrior(DiffusionPrior):
         return eps.float()
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _ceil_to(n: int, m: int) -> int:
     return -(-n // m) * m
-
-
-def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad the bottom and right of ``x`` to (height, width): reflection if it fits, else replication."""
-    ph, pw = height - x.shape[-2], width - x.shape[-1]
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 __all__ = ["PRECISIONS", "TiledPrior"]

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..validation import check_positive_int
+
 
 @dataclass
 class UNetConfig:
@@ -34,9 +36,7 @@ class UNetConfig:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
         self.attention_levels = tuple(int(m) for m in self.attention_levels)
         for name in ("in_channels", "out_channels", "base_channels", "blocks_per_level", "groups"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), f"UNetConfig.{name}")
         if not self.channel_mults:
             raise ValueError("UNetConfig.channel_mults must name at least one level")
         for mult in self.channel_mults:

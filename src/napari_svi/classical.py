@@ -1,0 +1,218 @@
+"""Classical total-variation restoration with the same forward operator ``A`` as SVI.
+
+Used by :mod:`napari_svi.restore` for the warm start of the sampler (a TV estimate whose weight
+the discrepancy principle sets from the noise level, :func:`discrepancy_tv`) and by the benchmark's
+oracle-tuned baselines (:mod:`napari_svi.benchmark.baselines`). Tensors are ``(T, C, H, W)`` on the
+[0, 1] scale; ``y`` has shape ``operator.out_shape``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from .cg import conjugate_gradient
+from .operators.base import LinearOperator
+
+
+def gradient(x: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """Forward differences along T, H and W of ``x`` (T, C, H, W): shape (3, T, C, H, W).
+
+    The last difference along each axis is 0 (Neumann boundary); the temporal one is scaled by
+    ``temporal_weight``.
+    """
+    d = torch.zeros((3, *x.shape), dtype=x.dtype, device=x.device)
+    d[0, :-1] = (x[1:] - x[:-1]) * temporal_weight
+    d[1, :, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    d[2, :, :, :, :-1] = x[..., 1:] - x[..., :-1]
+    return d
+
+
+def gradient_adjoint(p: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """Adjoint of :func:`gradient` (minus the divergence): (3, T, C, H, W) -> (T, C, H, W)."""
+    out = torch.zeros(p.shape[1:], dtype=p.dtype, device=p.device)
+    pt = p[0, :-1] * temporal_weight
+    out[:-1] -= pt
+    out[1:] += pt
+    out[:, :, :-1] -= p[1, :, :, :-1]
+    out[:, :, 1:] += p[1, :, :, :-1]
+    out[..., :-1] -= p[2, ..., :-1]
+    out[..., 1:] += p[2, ..., :-1]
+    return out
+
+
+def tv_admm_steps(
+    y: torch.Tensor,
+    operator: LinearOperator,
+    weight: float,
+    n_iter: int = 50,
+    *,
+    rho: float | None = None,
+    cg_steps: int = 5,
+    temporal_weight: float = 1.0,
+    x0: torch.Tensor | None = None,
+) -> Iterator[dict]:
+    """ADMM for ``argmin_x 1/2 ||A x - y||^2 + weight * TV(x)``, yielding ``{"i", "x"}``.
+
+    Parameters
+    ----------
+    weight : float
+        TV weight ``lambda`` on the [0, 1] scale (larger: smoother).
+    n_iter : int
+        ADMM iterations.
+    rho : float, optional
+        ADMM penalty; default ``10 * weight`` (the split is ``z = D x``).
+    cg_steps : int
+        CG iterations of each x-update, warm-started at the previous x.
+    temporal_weight : float
+        Scale of the temporal differences in TV (1: isotropic 3-D TV treating a frame step like a
+        pixel step; 0: per-frame 2-D TV).
+    x0 : torch.Tensor, optional
+        Start (default ``A^T y``).
+
+    Notes
+    -----
+    Isotropic TV ``sum_p sqrt((w_t D_t x)_p^2 + (D_y x)_p^2 + (D_x x)_p^2)`` with forward differences
+    and Neumann boundaries. Scaled-form ADMM (Boyd et al. 2011, section 6.4)::
+
+        x <- argmin 1/2 ||A x - y||^2 + rho/2 ||D x - z + u||^2   (CG on A^T A + rho D^T D)
+        z <- shrink(D x + u, weight / rho)                          (per-voxel vector shrinkage)
+        u <- u + D x - z
+    """
+    rho = 10.0 * weight if rho is None else float(rho)
+    if weight <= 0 or rho <= 0:
+        raise ValueError(f"weight and rho must be positive, got weight={weight}, rho={rho}")
+    aty = operator.adjoint(y)
+    x = (aty if x0 is None else x0).clone()
+    z = gradient(x, temporal_weight)
+    u = torch.zeros_like(z)
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return operator.normal(v) + rho * gradient_adjoint(gradient(v, temporal_weight), temporal_weight)
+
+    threshold = weight / rho
+    for i in range(n_iter):
+        x = conjugate_gradient(normal, aty + rho * gradient_adjoint(z - u, temporal_weight), x, cg_steps)
+        dx = gradient(x, temporal_weight)
+        v = dx + u
+        magnitude = torch.sqrt((v * v).sum(dim=0, keepdim=True))
+        z = v * torch.clamp(1 - threshold / magnitude.clamp_min(1e-12), min=0)
+        u = v - z
+        yield {"i": i, "x": x}
+
+
+def tv_admm(y: torch.Tensor, operator: LinearOperator, weight: float, n_iter: int = 50, **kwargs) -> torch.Tensor:
+    """Run :func:`tv_admm_steps` and return the estimate."""
+    x = None
+    for info in tv_admm_steps(y, operator, weight, n_iter, **kwargs):
+        x = info["x"]
+    return x if x is not None else operator.adjoint(y)
+
+
+
+
+def richardson_lucy_steps(
+    y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6
+) -> Iterator[dict]:
+    """Richardson-Lucy iterations ``x <- x * A^T(y / A x) / A^T 1``, yielding ``{"i", "x"}``.
+
+    The multiplicative update for Poisson data (Richardson 1972, Lucy 1974), the same as
+    ``skimage.restoration.richardson_lucy`` but with the whole spatio-temporal operator, so temporal
+    and spatial blur, downsampling and masks are deconvolved jointly. ``y`` is clipped at 0 and the
+    start is the constant mean of ``A^T y / A^T 1``; pixels that no measurement sees (``A^T 1 = 0``)
+    keep it. ``eps`` guards the divisions.
+    """
+    yc = y.clamp_min(0)
+    norm = operator.adjoint(torch.ones_like(y))
+    seen = norm > 0
+    norm = norm.clamp_min(eps)
+    x = torch.full(operator.in_shape, float((operator.adjoint(yc) / norm)[seen].mean()), dtype=y.dtype, device=y.device)
+    for i in range(n_iter):
+        x = torch.where(seen, x * operator.adjoint(yc / operator.forward(x).clamp_min(eps)) / norm, x)
+        yield {"i": i, "x": x}
+
+
+def is_nonnegative_operator(operator: LinearOperator, probes: int = 2) -> bool:
+    """Whether ``A`` and ``A^T`` map nonnegative stacks to nonnegative ones (so Richardson-Lucy applies),
+    probed with random nonnegative stacks."""
+    g = torch.Generator().manual_seed(3)
+    for _ in range(probes):
+        x = torch.rand(operator.in_shape, generator=g)
+        y = torch.rand(operator.out_shape, generator=g)
+        for out in (operator.forward(x), operator.adjoint(y)):
+            if float(out.min()) < -1e-6 * float(out.abs().max().clamp_min(1e-30)):
+                return False
+    return True
+
+
+def discrepancy_rl(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,
+                   max_iter: int = 200, target: float = 1.0) -> tuple[torch.Tensor, int, float] | None:
+    """Richardson-Lucy stopped by the discrepancy principle: the first iterate whose data residual
+    ``||y - A x||^2`` is at most ``target * m * noise_sigma^2`` (or the last of ``max_iter``).
+    Returns ``(x, iterations, chi2)``, or ``None`` when ``A`` is not nonnegative."""
+    if not is_nonnegative_operator(operator):
+        return None
+    observed = operator.observed(y)
+    if measured is None:
+        measured = float((operator.forward(torch.ones(operator.in_shape, dtype=y.dtype, device=y.device)) != 0).sum())
+    energy = measured * noise_sigma**2
+    x, chi2, n = None, math.inf, 0
+    for info in richardson_lucy_steps(observed, operator, max_iter):
+        x, n = info["x"], info["i"] + 1
+        chi2 = float((operator.forward(x) - observed).square().sum()) / energy
+        if chi2 <= target:
+            break
+    return (x, n, chi2) if x is not None else None
+
+
+def measurement_start(y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
+    """The measurement brought to the stack's grid by the operator alone: ``A^T y / A^T 1`` where some
+    measurement reaches a voxel; frames that no measurement reaches (frame interpolation) are the
+    linear interpolation in time of the nearest reached frames; other unreached voxels (masked
+    pixels) the mean of the measurement (a start for iterative solvers)."""
+    from .sampler import fill_unseen, unseen_frames
+
+    reach = operator.adjoint(torch.ones_like(y))
+    seen = reach > 1e-6 * float(reach.max().clamp_min(1e-30))
+    x = operator.adjoint(y) / reach.clamp_min(1e-12)
+    x = torch.where(seen, x, x[seen].mean() if bool(seen.any()) else torch.zeros_like(x))
+    unseen = unseen_frames(operator)
+    return x if unseen is None else fill_unseen(x, unseen.to(x.device), 1e12)
+
+
+def discrepancy_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,
+                   n_iter: int = 15, searches: int = 7, low: float = 1e-4, high: float = 0.3,
+                   target: float = 1.0) -> tuple[torch.Tensor, float, float]:
+    """TV-regularised least squares with the weight set by the discrepancy principle (Morozov).
+
+    Bisects ``log weight`` in ``[low, high]`` for the weight whose TV-ADMM estimate leaves a data
+    residual ``||y - A x||^2`` of ``target * m * noise_sigma^2`` over the ``m`` measured entries (the
+    noise's own energy); each trial runs ``n_iter`` ADMM iterations from the previous trial's
+    estimate. Returns ``(x, weight, chi2)`` of the last trial with ``chi2 <= target`` (the most
+    smoothing one that still explains the data), or of the smallest weight tried. The principle
+    errs towards smoothing (here 1-8x the weight an oracle picks on the ground truth): as the
+    warm start of the sampler, whose noise hides fine detail anyway, that is what is wanted.
+    """
+    if not noise_sigma > 0:
+        raise ValueError(f"noise_sigma must be positive for the discrepancy principle, got {noise_sigma}")
+    observed = operator.observed(y)
+    if measured is None:
+        measured = float((operator.forward(torch.ones(operator.in_shape, dtype=y.dtype, device=y.device)) != 0).sum())
+    energy = measured * noise_sigma**2
+    lo, hi = math.log(low), math.log(high)
+    x = measurement_start(observed, operator)
+    best = None
+    for _ in range(searches):
+        mid = (lo + hi) / 2
+        x = tv_admm(observed, operator, math.exp(mid), n_iter, x0=x)
+        chi2 = float((operator.forward(x) - observed).square().sum()) / energy
+        if chi2 > target:
+            hi = mid
+        else:
+            lo = mid
+            best = (x, math.exp(mid), chi2)
+    if best is None:  # even the smallest weight tried leaves more than the noise: keep its estimate
+        best = (x, math.exp(hi), chi2)
+    return best

@@ -1,0 +1,155 @@
+"""The warm start from a TV estimate, the blend by held-out data, and the discrepancy-principle TV."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_svi.classical import discrepancy_tv, measurement_start
+from napari_svi.operators.base import Identity
+from napari_svi.operators.spatial import Mask
+from napari_svi.priors.base import GaussianPrior
+from napari_svi.restore import restore
+from napari_svi.schedules import alphas_cumprod
+from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weight, blend_weights, check_start
+
+
+def _smooth_stack(shape=(4, 1, 32, 32), seed=0):
+    yy, xx = np.mgrid[: shape[2], : shape[3]]
+    frames = [0.5 + 0.3 * np.sin(xx / 5.0 + k / 3) * np.cos(yy / 7.0) for k in range(shape[0])]
+    return torch.tensor(np.stack(frames)[:, None], dtype=torch.float32)
+
+
+def test_blend_weight_recovers_the_mix_that_predicts_the_held_out_data():
+    shape = (3, 1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    x_tv, x_svi = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    op = Identity(shape)
+    held = torch.rand(shape, generator=g) < 0.3
+    for w in (0.0, 0.3, 0.8, 1.0):
+        y = x_tv + w * (x_svi - x_tv) + 0.01 * torch.randn(shape, generator=g)
+        assert blend_weight(y, op, held, x_tv, x_svi) == pytest.approx(w, abs=0.03)
+    y = x_tv + 2.0 * (x_svi - x_tv)  # beyond the SVI estimate: clipped to [0, 1]
+    assert blend_weight(y, op, held, x_tv, x_svi) == 1.0
+    assert blend_weight(y, op, held, x_tv, x_tv) == 0.0  # identical estimates: nothing to choose
+
+
+def test_discrepancy_tv_leaves_the_noise_energy_in_the_residual():
+    truth = _smooth_stack()
+    sigma = 0.05
+    y = truth + sigma * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1))
+    x, weight, chi2 = discrepancy_tv(y, Identity(truth.shape), sigma)
+    assert 0.7 < chi2 <= 1.0 and weight > 1e-4
+    assert float((x - truth).square().mean()) < 0.5 * sigma**2  # it denoises
+    with pytest.raises(ValueError, match="noise_sigma"):
+        discrepancy_tv(y, Identity(truth.shape), 0.0)
+
+
+def test_measurement_start_fills_unobserved_pixels_with_the_mean():
+    shape = (2, 1, 8, 8)
+    keep = np.ones((8, 8), bool)
+    keep[2:4, 2:4] = False
+    op = Mask(keep, shape)
+    y = op.forward(torch.full(shape, 0.7))
+    x = measurement_start(y, op)
+    assert torch.allclose(x, torch.full(shape, 0.7))
+
+
+def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    truth = _smooth_stack()
+    op = Identity(truth.shape)
+    y = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
+    solver = PieceSolver("tv", 200, "cv")
+    assert solver.runs(0.05, 2) == 3 and solver.runs(None, 2) == 2
+    infos = list(solver.solve(prior, y, op, 0.05, 2, lambda s: dict(steps=4, generator=torch.Generator().manual_seed(s))))
+    assert len(infos) == 3 * 4
+    finals = [(s, i) for s, i in infos if i["final"]]
+    assert [s for s, _ in finals] == [0, 1]
+    assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
+    assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
+    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight", "blend_rl_weight"}
+    assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
+    noiseless = PieceSolver("tv", 200, "cv")
+    assert len(list(noiseless.solve(prior, y, op, None, 1, lambda s: dict(steps=3)))) == 3
+    assert "start_from_noise" in noiseless.outcome()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(start="warm"), "start must be one of"),
+    (dict(blend="mean"), "blend must be one of"),
+    (dict(start_t=0), "start_t"),
+    (dict(start_t=1000), "start_t"),
+    (dict(start_t=3, steps=10), "at most start_t"),
+])
+def test_bad_start_settings_are_refused(kwargs, match):
+    settings = dict(start="tv", start_t=200, steps=5, blend="cv") | kwargs
+    with pytest.raises(ValueError, match=match):
+        check_start(settings["start"], settings["start_t"], settings["steps"], settings["blend"])
+
+
+def test_restore_records_the_start_and_the_blend():
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    truth = _smooth_stack((5, 1, 32, 32))[:, 0].numpy() * 200
+    y = truth + np.random.default_rng(3).normal(0, 8, truth.shape).astype(np.float32)
+    result = restore(y, None, prior=prior, device="cpu", window=None)
+    meta = result.metadata
+    assert meta["steps"] == 5 and meta["start"]["kind"] == "tv" and meta["start"]["blend"] == "cv"
+    assert len(meta["blend_weight"]) == 1 and 0 <= meta["blend_weight"][0] <= 1
+    assert len(meta["start_tv_weight"]) == 1
+    paper = restore(y, None, prior=prior, device="cpu", window=None, start="noise", blend="none")
+    assert paper.metadata["steps"] == 20 and paper.metadata["start"] == {"kind": "noise", "blend": "none"}
+    assert "blend_weight" not in paper.metadata
+    # the blended restore is no worse than the TV start or the paper's start on this smooth clip
+    err = lambda r: float(np.mean((r.restored - truth) ** 2))  # noqa: E731
+    assert err(result) < 0.5 * 8**2 and math.isfinite(err(paper))
+    with pytest.raises(ValueError, match="start must be one of"):
+        restore(y, None, prior=prior, device="cpu", start="warm")
+
+
+def test_cli_flag_defaults_match_the_library():
+    import argparse
+
+    from napari_svi.cli_flags import add_sampler_flags
+
+    p = argparse.ArgumentParser()
+    add_sampler_flags(p)
+    args = p.parse_args([])
+    assert (args.start, args.start_t, args.blend, args.steps) == ("tv", DEFAULT_START_T, "cv", None)
+
+
+def test_measurement_start_interpolates_frames_no_measurement_reaches():
+    from napari_svi.operators import OperatorSpec
+
+    spec = OperatorSpec(temporal_subsample=2)
+    op = spec.build((5, 1, 4, 4))
+    truth = torch.arange(5, dtype=torch.float32).reshape(5, 1, 1, 1).expand(5, 1, 4, 4).contiguous()
+    x = measurement_start(op.forward(truth), op)
+    torch.testing.assert_close(x, truth)  # frames 1 and 3 are the means of their neighbours
+
+
+def test_blend_weights_of_two_estimates_stay_in_the_simplex():
+    shape = (3, 1, 16, 16)
+    g = torch.Generator().manual_seed(4)
+    base, a, b = (torch.rand(shape, generator=g) for _ in range(3))
+    op, held = Identity(shape), torch.rand(shape, generator=g) < 0.4
+    y = base + 0.2 * (a - base) + 0.5 * (b - base)
+    assert blend_weights(y, op, held, base, [a, b]) == pytest.approx([0.2, 0.5], abs=1e-4)
+    w = blend_weights(base + 1.5 * (a - base) + 1.5 * (b - base), op, held, base, [a, b])
+    assert min(w) >= 0 and sum(w) <= 1 + 1e-9 and sum(w) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_discrepancy_rl_stops_at_the_noise_level_and_refuses_signed_operators():
+    from napari_svi.classical import discrepancy_rl
+    from napari_svi.operators.spatial import SpatialConvolution
+    from napari_svi.psf import gaussian_psf
+
+    truth = _smooth_stack()
+    op = SpatialConvolution(gaussian_psf(1.5), truth.shape)
+    sigma = 0.02
+    y = op.forward(truth) + sigma * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
+    x, n, chi2 = discrepancy_rl(y, op, sigma)
+    assert chi2 <= 1.0 and 1 <= n < 200
+    signed = SpatialConvolution(np.array([[0.0, -0.5, 0.0], [-0.5, 3.0, -0.5], [0.0, -0.5, 0.0]]), truth.shape)
+    assert discrepancy_rl(y, signed, sigma) is None
