@@ -27,8 +27,8 @@ from .psf import temporal_kernel
 
 #: Candidate temporal Gaussians (frames) and spatial Gaussians (pixels); boxes are MIN_BOX .. MAX_BOX frames.
 #: A box of 2 frames is no candidate: it zeroes the temporal Nyquist frequency, and a restore given it
-#: where the truth has little blur amplifies noise there (held-out mito clip, no temporal blur: 27.7 dB
-#: with uniform:2 against 32.8 dB with gaussian:0.5, of the same variance; benchmarks/results/estimate/
+#: where the truth has little blur amplifies noise there (held-out mito clip, no temporal blur: 32.3 dB
+#: with uniform:2 against 34.3 dB with gaussian:0.5, of the same variance; benchmarks/results/estimate/
 #: sensitivity.md); a Gaussian covers that width.
 TEMPORAL_SIGMAS = (0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 SPATIAL_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
