@@ -12,7 +12,7 @@ from napari_svi.operators.spatial import Mask
 from napari_svi.priors.base import GaussianPrior
 from napari_svi.restore import restore
 from napari_svi.schedules import alphas_cumprod
-from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weight, blend_weights, check_start
+from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weights, check_start
 
 
 def _smooth_stack(shape=(4, 1, 32, 32), seed=0):
@@ -29,10 +29,10 @@ def test_blend_weight_recovers_the_mix_that_predicts_the_held_out_data():
     held = torch.rand(shape, generator=g) < 0.3
     for w in (0.0, 0.3, 0.8, 1.0):
         y = x_tv + w * (x_svi - x_tv) + 0.01 * torch.randn(shape, generator=g)
-        assert blend_weight(y, op, held, x_tv, x_svi) == pytest.approx(w, abs=0.03)
+        assert blend_weights(y, op, held, x_tv, [x_svi]) == pytest.approx([w], abs=0.03)
     y = x_tv + 2.0 * (x_svi - x_tv)  # beyond the SVI estimate: clipped to [0, 1]
-    assert blend_weight(y, op, held, x_tv, x_svi) == 1.0
-    assert blend_weight(y, op, held, x_tv, x_tv) == 0.0  # identical estimates: nothing to choose
+    assert blend_weights(y, op, held, x_tv, [x_svi]) == [1.0]
+    assert blend_weights(y, op, held, x_tv, [x_tv]) == [0.0]  # identical estimates: nothing to choose
 
 
 def test_discrepancy_tv_leaves_the_noise_energy_in_the_residual():

@@ -9,10 +9,11 @@
 - **Blend by held-out data** (``blend="cv"``). An image prior helps most where it knows the structure
   and can hurt where it does not (the bundled prior has seen nuclei only: on the realistic suite its
   samples beat TV on nuclei and lose on actin, mitochondria and cell walls). The restore is therefore
-  ``x_tv + w (x_svi - x_tv)`` with ``w`` in [0, 1] chosen by cross-validation: the piece is solved once
-  more with :data:`HOLDOUT_FRACTION` of its measured entries held out, and ``w`` is the least-squares
-  weight that best predicts the held-out entries, ``w = <y_h - A x_tv, A (x_svi - x_tv)> / ||A (x_svi - x_tv)||^2``
-  on the held-out entries (closed form, clipped to [0, 1]). This costs one more sampler run per piece.
+  ``x_tv + w_rl (x_rl - x_tv) + w (x_svi - x_tv)``, with Richardson-Lucy stopped by the discrepancy
+  principle as a third estimate where the operator is nonnegative, and the weights (``>= 0``, sum
+  ``<= 1``) chosen by cross-validation: the piece is solved once more with :data:`HOLDOUT_FRACTION` of
+  its measured entries held out, and the weights are the least-squares fit of the held-out entries
+  (:func:`blend_weights`). This costs one more sampler run per piece.
 Noiseless data give no noise level for the TV weight: such pieces start from noise and are not blended.
 """
 
@@ -95,11 +96,6 @@ def blend_weights(y: torch.Tensor, operator, held: torch.Tensor, base: torch.Ten
 
     best = min(feasible, key=residual)
     return [float(min(max(wi, 0.0), 1.0)) for wi in best]
-
-
-def blend_weight(y: torch.Tensor, operator, held: torch.Tensor, x_tv: torch.Tensor, x_svi: torch.Tensor) -> float:
-    """The weight ``w`` in [0, 1] of ``x_tv + w (x_svi - x_tv)`` that best predicts the entries ``held`` of ``y``."""
-    return blend_weights(y, operator, held, x_tv, [x_svi])[0]
 
 
 class PieceSolver:
