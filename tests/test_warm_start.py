@@ -69,7 +69,8 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert [s for s, _ in finals] == [0, 1]
     assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
     assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
-    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight", "blend_rl_weight"}
+    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight", "blend_rl_weight", "blend_rl_iterations"}
+    assert 1 <= solver.outcome()["blend_rl_iterations"][0] <= 200
     assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
     noiseless = PieceSolver("tv", 200, "cv")
     assert len(list(noiseless.solve(prior, y, op, None, 1, lambda s: dict(steps=3)))) == 3
@@ -129,6 +130,20 @@ def test_measurement_start_interpolates_frames_no_measurement_reaches():
     torch.testing.assert_close(x, truth)  # frames 1 and 3 are the means of their neighbours
 
 
+def test_frames_without_data_are_the_interpolation_of_the_restored_frames():
+    from napari_svi.operators import OperatorSpec
+
+    truth = _smooth_stack((5, 1, 16, 16))
+    op = OperatorSpec(temporal_subsample=2).build(tuple(truth.shape))
+    y = op.forward(truth) + 0.05 * torch.randn(op.out_shape, generator=torch.Generator().manual_seed(3))
+    prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
+    solver = PieceSolver("tv", 200, "cv")
+    x = [i["denoised"] for _, i in solver.solve(prior, y, op, 0.05, 1, lambda s: dict(steps=3)) if i["final"]][0]
+    torch.testing.assert_close(x[1], (x[0] + x[2]) / 2)
+    torch.testing.assert_close(x[3], (x[2] + x[4]) / 2)
+    assert float((x[0] - x[2]).abs().max()) > 0  # not a constant stack
+
+
 def test_blend_weights_of_two_estimates_stay_in_the_simplex():
     shape = (3, 1, 16, 16)
     g = torch.Generator().manual_seed(4)
@@ -140,16 +155,23 @@ def test_blend_weights_of_two_estimates_stay_in_the_simplex():
     assert min(w) >= 0 and sum(w) <= 1 + 1e-9 and sum(w) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_discrepancy_rl_stops_at_the_noise_level_and_refuses_signed_operators():
-    from napari_svi.classical import discrepancy_rl
+def test_holdout_rl_stops_where_the_held_out_entries_are_predicted_best_and_refuses_signed_operators():
+    from napari_svi.classical import holdout_rl, richardson_lucy
     from napari_svi.operators.spatial import SpatialConvolution
     from napari_svi.psf import gaussian_psf
 
     truth = _smooth_stack()
     op = SpatialConvolution(gaussian_psf(1.5), truth.shape)
-    sigma = 0.02
+    sigma = 0.05
     y = op.forward(truth) + sigma * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
-    x, n, chi2 = discrepancy_rl(y, op, sigma)
-    assert chi2 <= 1.0 and 1 <= n < 200
+    drawn = np.random.default_rng(1).random((truth.shape[0], *truth.shape[2:])) < 0.1
+    fit = Mask(~drawn, tuple(op.out_shape)) @ op
+    held = torch.from_numpy(drawn)[:, None].expand(op.out_shape)
+    x, n = holdout_rl(y, fit, op, held, max_iter=200)
+    assert 1 < n < 200  # the noise is fitted long before 200 iterations
+    errors = {k: float((op.forward(richardson_lucy(fit.observed(y), fit, k))[held] - y[held]).square().sum())
+              for k in (1, n, 200)}
+    assert errors[n] <= min(errors[1], errors[200])
+    assert torch.allclose(x, richardson_lucy(fit.observed(y), fit, n))
     signed = SpatialConvolution(np.array([[0.0, -0.5, 0.0], [-0.5, 3.0, -0.5], [0.0, -0.5, 0.0]]), truth.shape)
-    assert discrepancy_rl(y, signed, sigma) is None
+    assert holdout_rl(y, fit, signed, held) is None

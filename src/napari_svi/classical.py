@@ -147,24 +147,34 @@ def is_nonnegative_operator(operator: LinearOperator, probes: int = 2) -> bool:
     return True
 
 
-def discrepancy_rl(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,
-                   max_iter: int = 200, target: float = 1.0) -> tuple[torch.Tensor, int, float] | None:
-    """Richardson-Lucy stopped by the discrepancy principle: the first iterate whose data residual
-    ``||y - A x||^2`` is at most ``target * m * noise_sigma^2`` (or the last of ``max_iter``).
-    Returns ``(x, iterations, chi2)``, or ``None`` when ``A`` is not nonnegative."""
+def holdout_rl(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOperator, held: torch.Tensor,
+               max_iter: int = 200, patience: int = 20) -> tuple[torch.Tensor, int] | None:
+    """Richardson-Lucy stopped by cross-validation: iterate on the entries ``fit_operator`` sees (``y``
+    without the held-out ones) and keep the iterate that best predicts the held-out entries ``held`` of
+    ``y`` through ``operator`` (least squares), stopping once ``patience`` iterations in a row have not
+    improved on it. Returns ``(x, iterations)``, or ``None`` when the
+    operator is not nonnegative. The iteration count carries over to the solve with all the data
+    (:func:`richardson_lucy_steps` for that many iterations)."""
     if not is_nonnegative_operator(operator):
         return None
     observed = operator.observed(y)
-    if measured is None:
-        measured = float((operator.forward(torch.ones(operator.in_shape, dtype=y.dtype, device=y.device)) != 0).sum())
-    energy = measured * noise_sigma**2
-    x, chi2, n = None, math.inf, 0
-    for info in richardson_lucy_steps(observed, operator, max_iter):
-        x, n = info["x"], info["i"] + 1
-        chi2 = float((operator.forward(x) - observed).square().sum()) / energy
-        if chi2 <= target:
+    target = observed[held]
+    best, best_err, best_n = None, math.inf, 0
+    for info in richardson_lucy_steps(fit_operator.observed(y), fit_operator, max_iter):
+        err = float((operator.forward(info["x"])[held] - target).square().sum())
+        if err < best_err:
+            best, best_err, best_n = info["x"], err, info["i"] + 1
+        elif info["i"] + 1 - best_n >= patience:
             break
-    return (x, n, chi2) if x is not None else None
+    return (best, best_n) if best is not None else None
+
+
+def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
+    """Run :func:`richardson_lucy_steps` for ``n_iter`` iterations and return the estimate."""
+    x = None
+    for info in richardson_lucy_steps(y, operator, n_iter, eps=eps):
+        x = info["x"]
+    return x if x is not None else y.new_zeros(operator.in_shape)
 
 
 def measurement_start(y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:

@@ -9,11 +9,15 @@
 - **Blend by held-out data** (``blend="cv"``). An image prior helps most where it knows the structure
   and can hurt where it does not (the bundled prior has seen nuclei only: on the realistic suite its
   samples beat TV on nuclei and lose on actin, mitochondria and cell walls). The restore is therefore
-  ``x_tv + w_rl (x_rl - x_tv) + w (x_svi - x_tv)``, with Richardson-Lucy stopped by the discrepancy
-  principle as a third estimate where the operator is nonnegative, and the weights (``>= 0``, sum
-  ``<= 1``) chosen by cross-validation: the piece is solved once more with :data:`HOLDOUT_FRACTION` of
-  its measured entries held out, and the weights are the least-squares fit of the held-out entries
-  (:func:`blend_weights`). This costs one more sampler run per piece.
+  ``x_tv + w_rl (x_rl - x_tv) + w (x_svi - x_tv)``, with Richardson-Lucy as a third estimate where
+  the operator is nonnegative, and the weights (``>= 0``, sum ``<= 1``) chosen by cross-validation: the
+  piece is solved once more with :data:`HOLDOUT_FRACTION` of its measured entries held out, and the
+  weights are the least-squares fit of the held-out entries (:func:`blend_weights`). The same held-out
+  entries stop Richardson-Lucy (:func:`napari_svi.classical.holdout_rl`: the iteration count that best
+  predicts them, then as many iterations with all the data). This costs one more sampler run per piece.
+- **Frames without data** (frame interpolation) are, in the result, the linear interpolation in time
+  of the restored frames around them (:func:`napari_svi.sampler.fill_unseen` at weight
+  :data:`INTERPOLATE`): the blend's weights are fitted on measured frames only and say nothing there.
 Noiseless data give no noise level for the TV weight: such pieces start from noise and are not blended.
 """
 
@@ -24,9 +28,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .classical import discrepancy_rl, discrepancy_tv
+from .classical import discrepancy_tv, holdout_rl, richardson_lucy
 from .operators.spatial import Mask
-from .sampler import svi_steps
+from .sampler import fill_unseen, svi_steps, unseen_frames
 from .validation import check_positive_int
 
 START_KINDS = ("tv", "noise")
@@ -38,6 +42,8 @@ DEFAULT_WARM_STEPS = 5
 #: Fraction of a piece's measured entries held out to choose the blend weight, and the seed of that draw.
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 7
+#: Weight of the linear interpolation on frames without data in the final estimate (``fill_unseen``).
+INTERPOLATE = 1e12
 
 
 def default_steps(start: str) -> int:
@@ -106,6 +112,7 @@ class PieceSolver:
         self.tv_weights: list[float] = []
         self.blend_weights: list[float] = []
         self.rl_weights: list[float] = []
+        self.rl_iterations: list[int] = []
         self.from_noise = 0
 
     def runs(self, noise_sigma: float | None, samples: int) -> int:
@@ -133,26 +140,31 @@ class PieceSolver:
             # one mask for what the held-out solve sees: the piece's own unobserved entries stay out too
             held_out = Mask(seen & ~drawn, out) @ operator
             tv_h = discrepancy_tv(y, held_out, noise_sigma)[0]
-            rl_h = discrepancy_rl(y, held_out, noise_sigma)
+            held = torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)
+            rl_h = holdout_rl(y, held_out, operator, held)
             for info in svi_steps(prior, y, held_out, start=tv_h, start_t=self.start_t, **kwargs(0)):
                 yield 0, {**info, "final": False}
-            held = torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)
             others = [info["denoised"]] + ([] if rl_h is None else [rl_h[0]])
             weights = blend_weights(operator.observed(y), operator, held, tv_h, others)
             w, w_rl = weights[0], (weights[1] if rl_h is not None else 0.0)
             self.blend_weights.append(round(w, 4))
             self.rl_weights.append(round(w_rl, 4))
+            if rl_h is not None:
+                self.rl_iterations.append(rl_h[1])
         x_tv, tv_weight, _ = discrepancy_tv(y, operator, noise_sigma)
         self.tv_weights.append(round(tv_weight, 6))
         x_cl = x_tv
         if w_rl > 0:
-            x_rl = discrepancy_rl(y, operator, noise_sigma)
-            x_cl = x_tv + w_rl * (x_rl[0] - x_tv)
+            x_cl = x_tv + w_rl * (richardson_lucy(operator.observed(y), operator, rl_h[1]) - x_tv)
+        unseen = unseen_frames(operator)
         for s in range(samples):
             for info in svi_steps(prior, y, operator, start=x_tv, start_t=self.start_t, **kwargs(s)):
                 final = info["i"] + 1 == info["steps"]
                 if final:
-                    info = {**info, "denoised": x_cl + w * (info["denoised"] - x_tv)}
+                    x = x_cl + w * (info["denoised"] - x_tv)
+                    if unseen is not None:  # frames without data: the interpolation of the restored frames
+                        x = fill_unseen(x, unseen.to(x.device), INTERPOLATE)
+                    info = {**info, "denoised": x}
                 yield s, {**info, "final": final}
 
     def record(self) -> dict:
@@ -170,6 +182,8 @@ class PieceSolver:
         if self.blend_weights:
             out["blend_weight"] = self.blend_weights
             out["blend_rl_weight"] = self.rl_weights
+        if self.rl_iterations:
+            out["blend_rl_iterations"] = self.rl_iterations
         if self.from_noise:
             out["start_from_noise"] = f"{self.from_noise} noiseless piece(s): no noise level to set the TV weight"
         return out

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..cg import conjugate_gradient
-from ..classical import gradient, gradient_adjoint, richardson_lucy_steps, tv_admm, tv_admm_steps  # noqa: F401 (the baselines' TV and RL)
+from ..classical import gradient, gradient_adjoint, richardson_lucy, richardson_lucy_steps, tv_admm, tv_admm_steps  # noqa: F401 (the baselines' TV and RL)
 from ..operators import OperatorSpec
 from ..operators.base import LinearOperator
 
@@ -93,14 +93,6 @@ def is_nonnegative(spec: OperatorSpec) -> bool:
     kernel = spec.temporal_kernel()
     psf = spec.spatial_kernel()
     return (kernel is None or bool(np.all(kernel >= 0))) and (psf is None or bool(np.all(psf >= 0)))
-
-
-def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
-    """Run :func:`richardson_lucy_steps` for ``n_iter`` iterations and return the estimate."""
-    x = None
-    for info in richardson_lucy_steps(y, operator, n_iter, eps=eps):
-        x = info["x"]
-    return x if x is not None else y.new_zeros(operator.in_shape)
 
 
 # ---------------------------------------------------------------- oracle tuning on the ground truth
