@@ -181,8 +181,9 @@ def test_restore_adds_result_and_uncertainty_with_geometry_and_metadata(make_nap
     np.testing.assert_allclose(restored.translate, (0.0, 10.0 - 0.125, 20.0 - 0.125))
     np.testing.assert_allclose(uncertainty.scale, restored.scale)
     assert tuple(restored.contrast_limits) == (0, 200)
-    assert np.all(uncertainty.data >= 0) and uncertainty.data.max() > 0
     md = restored.metadata["napari_svi"]
+    # the samples' spread, scaled by the blend's weight of the sampler (0: the result is the classical estimate)
+    assert np.all(uncertainty.data >= 0) and (uncertainty.data.max() > 0) == (max(md["blend_weight"]) > 0)
     assert md["steps"] == 3 and md["cg_steps"] == 2 and md["samples"] == 2 and md["noise_sigma"] == 3.0
     assert md["threads"] == 1
     assert md["operator"]["temporal_psf"] == "uniform:3" and md["operator"]["downsample"] == 2
