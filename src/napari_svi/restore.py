@@ -27,9 +27,9 @@ from .noise import GAMMA_REGION, auto_eta, auto_gamma, gamma_record, stack_noise
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
+from .restore_settings import check_settings, restoration_prior
 from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
 from .threads import set_torch_threads, usable_cores
-from .restore_settings import check_settings, restoration_prior
 from .validation import check_stack, move_time_axis, normalize_axis
 from .warm_start import DEFAULT_BLEND, DEFAULT_START, DEFAULT_START_T, PieceSolver, default_steps
 from .windows import DEFAULT_WINDOW, check_windowing
