@@ -69,9 +69,14 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert [s for s, _ in finals] == [0, 1]
     assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
     assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
-    assert set(solver.outcome()) == {"start_tv_weight", "blend_weight", "blend_rl_weight", "blend_rl_iterations"}
+    assert set(solver.outcome()) - {"sampler_weight_zero"} == {"start_tv_weight", "blend_weight", "blend_rl_weight", "blend_rl_iterations"}
     assert 1 <= solver.outcome()["blend_rl_iterations"][0] <= 200
     assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
+    assert ("sampler_weight_zero" in solver.outcome()) == (solver.blend_weights[0] == 0)
+    solver.blend_weights = [0.0, 0.0]
+    assert "weight 0 in every piece" in solver.outcome()["sampler_weight_zero"]
+    solver.blend_weights = [0.0, 0.3]
+    assert "sampler_weight_zero" not in solver.outcome()
     noiseless = PieceSolver("tv", 200, "cv")
     assert len(list(noiseless.solve(prior, y, op, None, 1, lambda s: dict(steps=3)))) == 3
     assert "start_from_noise" in noiseless.outcome()

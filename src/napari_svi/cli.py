@@ -265,6 +265,8 @@ def _restore_with_progress(args, progress: RestoreProgress) -> int:
     for k, check in enumerate(result.metadata.get("consistency") or []):
         if check.get("message"):  # also recorded in the output's metadata
             print(f"napari-svi restore: warning (stack {k}): {check['message']}", file=sys.stderr)
+    if result.metadata.get("sampler_weight_zero"):
+        print(f"napari-svi restore: note: {result.metadata['sampler_weight_zero']}", file=sys.stderr)
     return 0
 
 

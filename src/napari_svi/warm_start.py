@@ -44,6 +44,10 @@ HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 7
 #: Weight of the linear interpolation on frames without data in the final estimate (``fill_unseen``).
 INTERPOLATE = 1e12
+#: Recorded (``metadata["sampler_weight_zero"]``) when every piece's blend gave the sampler no weight.
+SAMPLER_WEIGHT_ZERO = ("the held-out blend gave the diffusion sampler weight 0 in every piece: the result is the "
+                       "classical estimate (TV / Richardson-Lucy), and the samples' spread (std, uncertainty) is zero "
+                       "because the samples are not used, not because the result is certain")
 
 
 def default_steps(start: str) -> int:
@@ -184,6 +188,8 @@ class PieceSolver:
             out["start_tv_weight"] = self.tv_weights
         if self.blend_weights:
             out["blend_weight"] = self.blend_weights
+            if max(self.blend_weights) == 0:
+                out["sampler_weight_zero"] = SAMPLER_WEIGHT_ZERO
             out["blend_rl_weight"] = self.rl_weights
         if self.rl_iterations:
             out["blend_rl_iterations"] = self.rl_iterations

@@ -307,6 +307,8 @@ class RestoreRunner:
             if check.get("message"):
                 show_warning(f"Restore time-lapse: {check['message']}")
                 break
+        if metadata.get("sampler_weight_zero"):
+            show_info(f"Restore time-lapse: {metadata['sampler_weight_zero']}.")
         seconds = metadata.get("seconds", self._panel.elapsed)
         self._outcome = f"Done in {seconds:.0f} s: added {name!r}."
         show_info(f"Restore time-lapse done in {seconds:.0f} s: added {name!r}.")
