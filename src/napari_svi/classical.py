@@ -152,9 +152,8 @@ def holdout_rl(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOp
     """Richardson-Lucy stopped by cross-validation: iterate on the entries ``fit_operator`` sees (``y``
     without the held-out ones) and keep the iterate that best predicts the held-out entries ``held`` of
     ``y`` through ``operator`` (least squares), stopping once ``patience`` iterations in a row have not
-    improved on it. Returns ``(x, iterations)``, or ``None`` when the
-    operator is not nonnegative. The iteration count carries over to the solve with all the data
-    (:func:`richardson_lucy_steps` for that many iterations)."""
+    improved on it. Returns ``(x, iterations)``, or ``None`` when the operator is not nonnegative. The
+    iteration count carries over to the solve with all the data (:func:`richardson_lucy`)."""
     if not is_nonnegative_operator(operator):
         return None
     observed = operator.observed(y)
@@ -182,14 +181,14 @@ def measurement_start(y: torch.Tensor, operator: LinearOperator) -> torch.Tensor
     measurement reaches a voxel; frames that no measurement reaches (frame interpolation) are the
     linear interpolation in time of the nearest reached frames; other unreached voxels (masked
     pixels) the mean of the measurement (a start for iterative solvers)."""
-    from .sampler import fill_unseen, unseen_frames
+    from .sampler import INTERPOLATE, fill_unseen, unseen_frames
 
     reach = operator.adjoint(torch.ones_like(y))
     seen = reach > 1e-6 * float(reach.max().clamp_min(1e-30))
     x = operator.adjoint(y) / reach.clamp_min(1e-12)
     x = torch.where(seen, x, x[seen].mean() if bool(seen.any()) else torch.zeros_like(x))
     unseen = unseen_frames(operator)
-    return x if unseen is None else fill_unseen(x, unseen.to(x.device), 1e12)
+    return x if unseen is None else fill_unseen(x, unseen.to(x.device), INTERPOLATE)
 
 
 def discrepancy_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, measured: float | None = None,

@@ -125,6 +125,10 @@ def unseen_frames(operator: LinearOperator) -> torch.Tensor | None:
     return unseen.cpu() if bool(unseen.any()) and not bool(unseen.all()) else None
 
 
+#: A :func:`fill_unseen` weight that replaces frames without data by the interpolation (to float precision).
+INTERPOLATE = 1e12
+
+
 def fill_unseen(x: torch.Tensor, unseen: torch.Tensor, weight: float) -> torch.Tensor:
     """Pull frames without data towards the linear interpolation of their nearest measured frames.
 

@@ -10,14 +10,16 @@
   and can hurt where it does not (the bundled prior has seen nuclei only: on the realistic suite its
   samples beat TV on nuclei and lose on actin, mitochondria and cell walls). The restore is therefore
   ``x_tv + w_rl (x_rl - x_tv) + w (x_svi - x_tv)``, with Richardson-Lucy as a third estimate where
-  the operator is nonnegative and keeps the frame size (not with downsampling), and the weights (``>= 0``, sum ``<= 1``) chosen by cross-validation: the
-  piece is solved once more with :data:`HOLDOUT_FRACTION` of its measured entries held out, and the
-  weights are the least-squares fit of the held-out entries (:func:`blend_weights`). The same held-out
-  entries stop Richardson-Lucy (:func:`napari_svi.classical.holdout_rl`: the iteration count that best
-  predicts them, then as many iterations with all the data). This costs one more sampler run per piece.
+  the operator is nonnegative and keeps the frame size (not with downsampling), and the weights
+  (``>= 0``, sum ``<= 1``) chosen by cross-validation: the piece is solved once more with
+  :data:`HOLDOUT_FRACTION` of its measured entries held out, and the weights are the least-squares
+  fit of the held-out entries (:func:`blend_weights`). The same held-out entries stop Richardson-Lucy
+  (:func:`napari_svi.classical.holdout_rl`: the iteration count that best predicts them, then as many
+  iterations with all the data). This costs one more sampler run per piece.
 - **Frames without data** (frame interpolation) are, in the result, the linear interpolation in time
   of the restored frames around them (:func:`napari_svi.sampler.fill_unseen` at weight
-  :data:`INTERPOLATE`): the blend's weights are fitted on measured frames only and say nothing there.
+  :data:`napari_svi.sampler.INTERPOLATE`): the blend's weights are fitted on measured frames only and
+  say nothing there.
 Noiseless data give no noise level for the TV weight: such pieces start from noise and are not blended.
 """
 
@@ -30,7 +32,7 @@ import torch
 
 from .classical import discrepancy_tv, holdout_rl, richardson_lucy
 from .operators.spatial import Mask
-from .sampler import fill_unseen, svi_steps, unseen_frames
+from .sampler import INTERPOLATE, fill_unseen, svi_steps, unseen_frames
 from .validation import check_positive_int
 
 START_KINDS = ("tv", "noise")
@@ -42,8 +44,6 @@ DEFAULT_WARM_STEPS = 5
 #: Fraction of a piece's measured entries held out to choose the blend weight, and the seed of that draw.
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 7
-#: Weight of the linear interpolation on frames without data in the final estimate (``fill_unseen``).
-INTERPOLATE = 1e12
 #: Recorded (``metadata["sampler_weight_zero"]``) when every piece's blend gave the sampler no weight.
 SAMPLER_WEIGHT_ZERO = ("the held-out blend gave the diffusion sampler weight 0 in every piece: the result is the "
                        "classical estimate (TV / Richardson-Lucy), and the samples' spread (std, uncertainty) is zero "
