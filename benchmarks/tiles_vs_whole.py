@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gamma", default="auto", help="restore's gamma: auto | regional (default: auto)")
+    parser.add_argument("--start", default="tv", help="restore's start: tv | noise (default: tv)")
+    parser.add_argument("--blend", default="cv", help="restore's blend: cv | none (default: cv)")
     parser.add_argument("-o", "--output", default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
 
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = OperatorSpec(temporal_psf=f"uniform:{args.box}")
     y = degrade(clean, spec, noise_sigma=args.noise * peak, seed=args.seed)
     prior = load_prior("default", "cpu", channels=1)
-    kw = dict(prior=prior, steps=args.steps, seed=args.seed, device="cpu", window=None, gamma=args.gamma)
+    kw = dict(prior=prior, steps=args.steps, seed=args.seed, device="cpu", window=None, gamma=args.gamma,
+              start=args.start, blend=args.blend)
     budget = args.frames * 20 * 4 * args.tile**2  # what windows.tile_for_budget needs for one tile
     rows = {"measurement": {"psnr_db": psnr(y, clean, peak)}}
     for name, extra in (("whole frame", {}), (f"{args.tile}-px tiles", {"memory_budget": budget})):
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rows["difference_db"] = rows[names[2]]["psnr_db"] - rows[names[1]]["psnr_db"]
     record = {"clip": f"heldout nuclei [:{args.frames}, {args.top}:+{args.size}, {args.left}:+{args.size}]",
               "degradation": f"uniform:{args.box}, noise {args.noise} of range", "steps": args.steps,
-              "gamma": args.gamma, "eta": result.metadata.get("eta"), "threads": args.threads, "results": rows}
+              "gamma": args.gamma, "start": args.start, "blend": args.blend, "eta": result.metadata.get("eta"), "threads": args.threads, "results": rows}
     print(json.dumps(record, indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(record, indent=1) + "\n")

@@ -69,7 +69,9 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert [s for s, _ in finals] == [0, 1]
     assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
     assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
-    assert set(solver.outcome()) - {"sampler_weight_zero"} == {"start_tv_weight", "blend_weight", "blend_rl_weight", "blend_rl_iterations"}
+    assert set(solver.outcome()) - {"sampler_weight_zero"} == {"start_tv_weight", "start_tv_rule", "blend_weight",
+                                                               "blend_rl_weight", "blend_rl_iterations"}
+    assert solver.outcome()["start_tv_rule"] == ["sure"]  # an identity operator: every entry sees one voxel
     assert 1 <= solver.outcome()["blend_rl_iterations"][0] <= 200
     assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
     assert ("sampler_weight_zero" in solver.outcome()) == (solver.blend_weights[0] == 0)
@@ -135,7 +137,7 @@ def test_measurement_start_interpolates_frames_no_measurement_reaches():
     torch.testing.assert_close(x, truth)  # frames 1 and 3 are the means of their neighbours
 
 
-def test_frames_without_data_are_the_interpolation_of_the_restored_frames():
+def test_frames_without_data_are_restored_from_the_interpolated_measurement():
     from napari_svi.operators import OperatorSpec
 
     truth = _smooth_stack((5, 1, 16, 16))
@@ -144,8 +146,10 @@ def test_frames_without_data_are_the_interpolation_of_the_restored_frames():
     prior = GaussianPrior(0.0, 0.5, alphas_cumprod("linear"))
     solver = PieceSolver("tv", 200, "cv")
     x = [i["denoised"] for _, i in solver.solve(prior, y, op, 0.05, 1, lambda s: dict(steps=3)) if i["final"]][0]
-    torch.testing.assert_close(x[1], (x[0] + x[2]) / 2)
-    torch.testing.assert_close(x[3], (x[2] + x[4]) / 2)
+    assert solver.tv_rules == ["sure"]
+    interpolated = measurement_start(y, op)  # the noisy measurement, unseen frames linearly interpolated
+    for k in (1, 3):  # frames without data: denoised, not a copy of the interpolated noise
+        assert float((x[k] - truth[k]).square().mean()) < 0.5 * float((interpolated[k] - truth[k]).square().mean())
     assert float((x[0] - x[2]).abs().max()) > 0  # not a constant stack
 
 
@@ -180,3 +184,77 @@ def test_holdout_rl_stops_where_the_held_out_entries_are_predicted_best_and_refu
     assert torch.allclose(x, richardson_lucy(fit.observed(y), fit, n))
     signed = SpatialConvolution(np.array([[0.0, -0.5, 0.0], [-0.5, 3.0, -0.5], [0.0, -0.5, 0.0]]), truth.shape)
     assert holdout_rl(y, fit, signed, held) is None
+
+
+def _tv_error_curve(y, op, truth, weights):
+    from napari_svi.classical import tv_admm
+
+    return {w: float((tv_admm(op.observed(y), op, w, 60) - truth).square().mean()) for w in weights}
+
+
+def test_sure_tv_picks_a_weight_near_the_best_one_for_denoising():
+    from napari_svi.classical import sure_tv, tv_admm
+
+    truth = _smooth_stack()
+    sigma = 0.08
+    op = Identity(truth.shape)
+    y = truth + sigma * torch.randn(truth.shape, generator=torch.Generator().manual_seed(4))
+    x, weight = sure_tv(y, op, sigma)
+    grid = [1e-3 * 1.5**k for k in range(12)]
+    errors = _tv_error_curve(y, op, truth, grid)
+    err = float((tv_admm(y, op, weight, 60, x0=x) - truth).square().mean())
+    assert err <= 1.2 * min(errors.values())  # close to the best weight of the grid ...
+    assert err < 0.7 * max(errors[grid[0]], errors[grid[-1]])  # ... and far from the worse end
+    assert err < 0.5 * sigma**2
+
+
+def test_holdout_tv_picks_a_weight_near_the_best_one_under_a_temporal_blur():
+    from napari_svi.classical import holdout_tv, tv_admm
+    from napari_svi.operators.temporal import TemporalOperator, temporal_matrix
+
+    truth = _smooth_stack((8, 1, 24, 24))
+    op = TemporalOperator(temporal_matrix(np.ones(5) / 5, 8, boundary="symmetric"), truth.shape)
+    sigma = 0.03
+    y = op.forward(truth) + sigma * torch.randn(op.out_shape, generator=torch.Generator().manual_seed(6))
+    drawn = np.random.default_rng(1).random((8, 24, 24)) < 0.1
+    fit = Mask(~drawn, tuple(op.out_shape)) @ op
+    held = torch.from_numpy(drawn)[:, None].expand(op.out_shape)
+    x, weight = holdout_tv(y, fit, op, held)
+    grid = [1e-4 * 1.5**k for k in range(16)]
+    errors = _tv_error_curve(y, op, truth, grid)
+    err = float((tv_admm(y, op, weight / 0.9, 60, x0=x) - truth).square().mean())
+    assert err <= 1.5 * min(errors.values()) and err < 0.5 * max(errors[grid[0]], errors[grid[-1]])
+
+
+def test_tv_rule_follows_the_forward_model():
+    from napari_svi import OperatorSpec
+    from napari_svi.warm_start import tv_rule
+
+    shape = (6, 1, 16, 16)
+    assert tv_rule(OperatorSpec().build(shape)) == "sure"
+    assert tv_rule(OperatorSpec(temporal_subsample=2).build(shape)) == "sure"
+    assert tv_rule(OperatorSpec(temporal_psf="uniform:3").build(shape)) == "held-out"
+    assert tv_rule(OperatorSpec(temporal_psf="uniform:3", downsample=2).build(shape)) == "held-out"
+    assert tv_rule(OperatorSpec(temporal_psf="uniform:3", spatial_psf="gaussian:1.5").build(shape)) == "discrepancy"
+    assert tv_rule(OperatorSpec(spatial_psf="gaussian:1").build(shape)) == "discrepancy"
+
+
+def test_masked_pixels_start_from_their_neighbours_and_unseen_frames_are_interpolated():
+    from napari_svi import OperatorSpec
+    from napari_svi.classical import interpolated_problem
+
+    shape = (1, 1, 12, 12)
+    ramp = torch.arange(12, dtype=torch.float32).repeat(12, 1)[None, None]  # x = column index
+    keep = np.ones((12, 12), bool)
+    keep[4:8, 4:8] = False
+    op = Mask(keep, shape)
+    x = measurement_start(op.forward(ramp), op)
+    hole = x[0, 0, 4:8, 4:8]
+    assert torch.allclose(hole.mean(dim=0), ramp[0, 0, 0, 4:8], atol=1.0)  # the hole follows the ramp, not its mean
+    assert float(hole[:, 0].mean()) < float(hole[:, -1].mean())
+    truth = _smooth_stack((5, 1, 16, 16))
+    spec_op = OperatorSpec(temporal_subsample=2).build(truth.shape)
+    y = spec_op.forward(truth)
+    start, pseudo = interpolated_problem(y, spec_op)
+    assert pseudo.in_shape == truth.shape and bool(torch.as_tensor(pseudo.mask).all())  # every voxel holds a value
+    assert torch.allclose(start[1], (truth[0] + truth[2]) / 2, atol=1e-6) and torch.allclose(start[2], truth[2])

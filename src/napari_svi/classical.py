@@ -168,6 +168,85 @@ def holdout_rl(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOp
     return (best, best_n) if best is not None else None
 
 
+def holdout_tv(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOperator, held: torch.Tensor, *,
+               high: float = 0.1, low: float = 1e-4, factor: float = 1.5, n_iter: int = 15,
+               patience: int = 2) -> tuple[torch.Tensor, float]:
+    """TV-ADMM with the weight chosen by cross-validation: from ``high`` down to ``low`` in steps of
+    ``factor``, each weight's estimate warm-started from the last one's (``n_iter`` iterations), fitted
+    to the entries ``fit_operator`` sees and scored by how well it predicts the held-out entries ``held``
+    of ``y`` through ``operator`` (least squares); the search stops once ``patience`` weights in a row
+    have not improved. Returns ``(x, weight)`` of the best. Unlike the discrepancy principle
+    (:func:`discrepancy_tv`, which smooths 1-8x more than an oracle would), it needs no noise level."""
+    observed = operator.observed(y)
+    fit_y, target = fit_operator.observed(y), observed[held]
+    x = measurement_start(fit_y, fit_operator)
+    best, best_err, best_w, worse = x, math.inf, high, 0
+    weight = high
+    while weight >= low * (1 - 1e-9) and worse < patience:
+        x = tv_admm(fit_y, fit_operator, weight, n_iter, x0=x)
+        err = float((operator.forward(x)[held] - target).square().sum())
+        if err < best_err:
+            best, best_err, best_w, worse = x, err, weight, 0
+        else:
+            worse += 1
+        weight /= factor
+    return best, best_w
+
+
+def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, high: float = 0.1, low: float = 1e-4,
+            factor: float = 1.5, n_iter: int = 15, patience: int = 2, epsilon: float = 1e-3,
+            seed: int = 0) -> tuple[torch.Tensor, float]:
+    """TV-ADMM with the weight that minimises Stein's unbiased risk estimate of the error on the measured
+    entries (Monte-Carlo SURE, Ramani, Blu & Unser 2008): ``||y - A x||^2 - m sigma^2 + 2 sigma^2 div``,
+    the divergence from one probe ``b``, ``b . (A x(y + epsilon b) - A x(y)) / epsilon``. Weights from
+    ``high`` down to ``low`` in steps of ``factor``, each solve warm-started from the last one's;
+    stops once ``patience`` weights in a row have not improved. For operators whose entries see one
+    voxel each (noise, masks, missing frames) the risk on the measured entries is the image error there."""
+    observed = operator.observed(y)
+    measured = measured_entries(operator, y)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    probe = operator.observed(torch.randn(observed.shape, generator=g, dtype=observed.dtype).to(observed.device))
+    scale = epsilon * max(float(observed.abs().max()), 1e-12)
+    var = noise_sigma**2
+    x = x_p = measurement_start(observed, operator)
+    best, best_risk, best_w, worse = x, math.inf, high, 0
+    weight = high
+    while weight >= low * (1 - 1e-9) and worse < patience:
+        x = tv_admm(observed, operator, weight, n_iter, x0=x)
+        x_p = tv_admm(observed + scale * probe, operator, weight, n_iter, x0=x_p)
+        ax = operator.forward(x)
+        div = float((probe * (operator.forward(x_p) - ax)).sum()) / scale
+        risk = float((observed - operator.observed(ax)).square().sum()) - measured * var + 2 * var * div
+        if risk < best_risk:
+            best, best_risk, best_w, worse = x, risk, weight, 0
+        else:
+            worse += 1
+        weight /= factor
+    return best, best_w
+
+
+def interpolated_problem(y: torch.Tensor, operator: LinearOperator) -> tuple[torch.Tensor, LinearOperator]:
+    """For an operator whose entries each see one voxel and some frames none (frame interpolation): the
+    measurement on the stack's grid with the unseen frames linearly interpolated
+    (:func:`measurement_start`), and the mask of the voxels it holds (measured or interpolated), as a
+    denoising problem. TV on it (the "CG + TV" pipeline) couples every measured frame to its neighbours
+    in time; TV with the operator leaves the unseen frames free (suite interp2: 0.0-0.5 dB better)."""
+    from .operators.spatial import Mask
+    from .sampler import unseen_frames
+
+    start = measurement_start(operator.observed(y), operator)
+    reach = operator.adjoint(torch.ones(operator.out_shape, dtype=y.dtype, device=y.device)) != 0
+    unseen = unseen_frames(operator)
+    if unseen is not None:
+        reach[unseen.to(reach.device)] = True
+    return start, Mask(reach.all(dim=1), operator.in_shape)
+
+
+def measured_entries(operator: LinearOperator, like: torch.Tensor) -> float:
+    """How many entries of the measurement ``operator`` reaches (``A 1 != 0``)."""
+    return float((operator.forward(torch.ones(operator.in_shape, dtype=like.dtype, device=like.device)) != 0).sum())
+
+
 def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, eps: float = 1e-6) -> torch.Tensor:
     """Run :func:`richardson_lucy_steps` for ``n_iter`` iterations and return the estimate."""
     x = None
@@ -176,17 +255,35 @@ def richardson_lucy(y: torch.Tensor, operator: LinearOperator, n_iter: int, *, e
     return x if x is not None else y.new_zeros(operator.in_shape)
 
 
+def fill_from_neighbours(x: torch.Tensor, known: torch.Tensor, size: int = 5, passes: int = 4) -> torch.Tensor:
+    """``x`` ``(T, C, H, W)`` with every voxel outside ``known`` replaced by the mean of the known voxels in
+    the ``size`` x ``size`` window around it in its frame, ``passes`` times over (each pass reaches
+    further); voxels still without a known neighbour keep their value."""
+    known = known.to(x.dtype)
+    out = x * known
+    for _ in range(passes):
+        total = torch.nn.functional.avg_pool2d(out.flatten(0, 1)[:, None], size, 1, size // 2)
+        count = torch.nn.functional.avg_pool2d(known.flatten(0, 1)[:, None], size, 1, size // 2)
+        fill = (total / count.clamp_min(1e-12)).reshape(x.shape)
+        reached = (count > 0).reshape(x.shape) & (known == 0)
+        out = torch.where(reached, fill, out)
+        known = torch.where(reached, torch.ones_like(known), known)
+    return torch.where(known > 0, out, x)
+
+
 def measurement_start(y: torch.Tensor, operator: LinearOperator) -> torch.Tensor:
     """The measurement brought to the stack's grid by the operator alone: ``A^T y / A^T 1`` where some
     measurement reaches a voxel; frames that no measurement reaches (frame interpolation) are the
     linear interpolation in time of the nearest reached frames; other unreached voxels (masked
-    pixels) the mean of the measurement (a start for iterative solvers)."""
+    pixels) the mean of the reached voxels around them (:func:`fill_from_neighbours`; a start for
+    iterative solvers, which move unreached voxels only slowly)."""
     from .sampler import INTERPOLATE, fill_unseen, unseen_frames
 
     reach = operator.adjoint(torch.ones_like(y))
     seen = reach > 1e-6 * float(reach.max().clamp_min(1e-30))
     x = operator.adjoint(y) / reach.clamp_min(1e-12)
     x = torch.where(seen, x, x[seen].mean() if bool(seen.any()) else torch.zeros_like(x))
+    x = fill_from_neighbours(x, seen)
     unseen = unseen_frames(operator)
     return x if unseen is None else fill_unseen(x, unseen.to(x.device), INTERPOLATE)
 
@@ -208,7 +305,7 @@ def discrepancy_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float
         raise ValueError(f"noise_sigma must be positive for the discrepancy principle, got {noise_sigma}")
     observed = operator.observed(y)
     if measured is None:
-        measured = float((operator.forward(torch.ones(operator.in_shape, dtype=y.dtype, device=y.device)) != 0).sum())
+        measured = measured_entries(operator, y)
     energy = measured * noise_sigma**2
     lo, hi = math.log(low), math.log(high)
     x = measurement_start(observed, operator)

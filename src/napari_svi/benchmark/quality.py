@@ -285,6 +285,7 @@ def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_fra
     m = measure(lambda: restore(y, spec, **kwargs), device=_device(settings.device))
     meta = m.value.metadata
     params = {"steps": meta.get("steps"), "start": meta.get("start"), "blend_weight": meta.get("blend_weight"),
+              "blend_rl_weight": meta.get("blend_rl_weight"), "blend_rl_iterations": meta.get("blend_rl_iterations"),
               "start_tv_weight": meta.get("start_tv_weight"), "eta": settings.eta, "cg_steps": settings.cg_steps,
               "batch_consistent": method == "svi", "noise_sigma": how,
               "noise_sigma_used": meta.get("noise_sigma_used"), "gamma": meta.get("gamma"), "seed": settings.seed,
