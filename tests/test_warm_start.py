@@ -79,6 +79,14 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert "weight 0 in every piece" in solver.outcome()["sampler_weight_zero"]
     solver.blend_weights = [0.0, 0.3]
     assert "sampler_weight_zero" not in solver.outcome()
+    one = PieceSolver("tv", 200, "cv")  # one sample: the held-out run is also the result
+    assert one.runs(0.05, 1) == 1 and one.reuse(0.05, 1) and not one.reuse(0.05, 2) and not one.reuse(None, 1)
+    infos = list(one.solve(prior, y, op, 0.05, 1, lambda s: dict(steps=4, generator=torch.Generator().manual_seed(s))))
+    assert [i["final"] for _, i in infos] == [False, False, False, True] and len(one.blend_weights) == 1
+    x = infos[-1][1]["denoised"]
+    assert float((x - truth).square().mean()) < float((y - truth).square().mean())  # it restores
+    one.reuse_held_out = False
+    assert one.runs(0.05, 1) == 2
     noiseless = PieceSolver("tv", 200, "cv")
     assert len(list(noiseless.solve(prior, y, op, None, 1, lambda s: dict(steps=3)))) == 3
     assert "start_from_noise" in noiseless.outcome()

@@ -9,7 +9,7 @@ oracle-tuned baselines (:mod:`napari_svi.benchmark.baselines`). Tensors are ``(T
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -168,39 +168,51 @@ def holdout_rl(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOp
     return (best, best_n) if best is not None else None
 
 
-def holdout_tv(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOperator, held: torch.Tensor, *,
-               high: float = 0.1, low: float = 1e-4, factor: float = 1.5, n_iter: int = 15,
-               patience: int = 2) -> tuple[torch.Tensor, float]:
-    """TV-ADMM with the weight chosen by cross-validation: from ``high`` down to ``low`` in steps of
-    ``factor``, each weight's estimate warm-started from the last one's (``n_iter`` iterations), fitted
-    to the entries ``fit_operator`` sees and scored by how well it predicts the held-out entries ``held``
-    of ``y`` through ``operator`` (least squares); the search stops once ``patience`` weights in a row
-    have not improved. Returns ``(x, weight)`` of the best. Unlike the discrepancy principle
-    (:func:`discrepancy_tv`, which smooths 1-8x more than an oracle would), it needs no noise level."""
-    observed = operator.observed(y)
-    fit_y, target = fit_operator.observed(y), observed[held]
-    x = measurement_start(fit_y, fit_operator)
-    best, best_err, best_w, worse = x, math.inf, high, 0
-    weight = high
+def search_weight(score: Callable[[float, object], tuple[object, float]], start, *, high: float = 0.1,
+                  low: float = 1e-4, factor: float = 1.5, patience: int = 2) -> tuple[object, float]:
+    """The TV weight with the smallest ``score``: from ``high`` down to ``low`` in steps of ``factor``, each
+    trial warm-started from the last (``score(weight, state) -> (state, value)``, ``start`` the first
+    state), stopping once ``patience`` weights in a row have not improved; then the two weights half a
+    step either side of the best, from its state. Returns ``(state, weight)`` of the best."""
+    best, best_value, best_w, worse = start, math.inf, high, 0
+    state, weight = start, high
     while weight >= low * (1 - 1e-9) and worse < patience:
-        x = tv_admm(fit_y, fit_operator, weight, n_iter, x0=x)
-        err = float((operator.forward(x)[held] - target).square().sum())
-        if err < best_err:
-            best, best_err, best_w, worse = x, err, weight, 0
+        state, value = score(weight, state)
+        if value < best_value:
+            best, best_value, best_w, worse = state, value, weight, 0
         else:
             worse += 1
         weight /= factor
+    centre, centre_state = best_w, best
+    for w in (centre * math.sqrt(factor), centre / math.sqrt(factor)):
+        state, value = score(w, centre_state)
+        if value < best_value:
+            best, best_value, best_w = state, value, w
     return best, best_w
 
 
-def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, high: float = 0.1, low: float = 1e-4,
-            factor: float = 1.5, n_iter: int = 15, patience: int = 2, epsilon: float = 1e-3,
-            seed: int = 0) -> tuple[torch.Tensor, float]:
+def holdout_tv(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOperator, held: torch.Tensor, *,
+               n_iter: int = 15, **search) -> tuple[torch.Tensor, float]:
+    """TV-ADMM with the weight chosen by cross-validation (:func:`search_weight`, ``n_iter`` ADMM
+    iterations per trial): fitted to the entries ``fit_operator`` sees and scored by how well it predicts
+    the held-out entries ``held`` of ``y`` through ``operator`` (least squares). Returns ``(x, weight)``.
+    Unlike the discrepancy principle (:func:`discrepancy_tv`, which smooths 1-8x more than an oracle
+    would), it needs no noise level."""
+    fit_y, target = fit_operator.observed(y), operator.observed(y)[held]
+
+    def score(weight, x):
+        x = tv_admm(fit_y, fit_operator, weight, n_iter, x0=x)
+        return x, float((operator.forward(x)[held] - target).square().sum())
+
+    return search_weight(score, measurement_start(fit_y, fit_operator), **search)
+
+
+def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, n_iter: int = 15,
+            epsilon: float = 1e-3, seed: int = 0, **search) -> tuple[torch.Tensor, float]:
     """TV-ADMM with the weight that minimises Stein's unbiased risk estimate of the error on the measured
     entries (Monte-Carlo SURE, Ramani, Blu & Unser 2008): ``||y - A x||^2 - m sigma^2 + 2 sigma^2 div``,
-    the divergence from one probe ``b``, ``b . (A x(y + epsilon b) - A x(y)) / epsilon``. Weights from
-    ``high`` down to ``low`` in steps of ``factor``, each solve warm-started from the last one's;
-    stops once ``patience`` weights in a row have not improved. For operators whose entries see one
+    the divergence from one probe ``b``, ``b . (A x(y + epsilon b) - A x(y)) / epsilon``; the weight by
+    :func:`search_weight`, ``n_iter`` ADMM iterations per trial. For operators whose entries see one
     voxel each (noise, masks, missing frames) the risk on the measured entries is the image error there."""
     observed = operator.observed(y)
     measured = measured_entries(operator, y)
@@ -208,21 +220,18 @@ def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, hi
     probe = operator.observed(torch.randn(observed.shape, generator=g, dtype=observed.dtype).to(observed.device))
     scale = epsilon * max(float(observed.abs().max()), 1e-12)
     var = noise_sigma**2
-    x = x_p = measurement_start(observed, operator)
-    best, best_risk, best_w, worse = x, math.inf, high, 0
-    weight = high
-    while weight >= low * (1 - 1e-9) and worse < patience:
+
+    def score(weight, state):
+        x, x_p = state
         x = tv_admm(observed, operator, weight, n_iter, x0=x)
         x_p = tv_admm(observed + scale * probe, operator, weight, n_iter, x0=x_p)
         ax = operator.forward(x)
         div = float((probe * (operator.forward(x_p) - ax)).sum()) / scale
-        risk = float((observed - operator.observed(ax)).square().sum()) - measured * var + 2 * var * div
-        if risk < best_risk:
-            best, best_risk, best_w, worse = x, risk, weight, 0
-        else:
-            worse += 1
-        weight /= factor
-    return best, best_w
+        return (x, x_p), float((observed - operator.observed(ax)).square().sum()) - measured * var + 2 * var * div
+
+    x0 = measurement_start(observed, operator)
+    (x, _), weight = search_weight(score, (x0, x0), **search)
+    return x, weight
 
 
 def interpolated_problem(y: torch.Tensor, operator: LinearOperator) -> tuple[torch.Tensor, LinearOperator]:

@@ -57,6 +57,8 @@ HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 7
 #: TV-ADMM iterations of the full solve, from the held-out solve's estimate at the chosen weight.
 TV_ITERATIONS = 30
+#: One sample: the held-out run's correction of its TV start is the sampler's part of the result (no second run).
+REUSE_HELD_OUT = True
 #: How a piece's TV weight is chosen (:func:`tv_rule`).
 TV_RULES = ("held-out", "sure", "discrepancy")
 #: Recorded (``metadata["sampler_weight_zero"]``) when every piece's blend gave the sampler no weight.
@@ -141,6 +143,7 @@ class PieceSolver:
 
     def __init__(self, start: str, start_t: int, blend: str):
         self.start, self.start_t, self.blend = start, int(start_t), blend
+        self.reuse_held_out = REUSE_HELD_OUT
         self.tv_weights: list[float] = []
         self.tv_rules: list[str] = []
         self.blend_weights: list[float] = []
@@ -149,8 +152,15 @@ class PieceSolver:
         self.from_noise = 0
 
     def runs(self, noise_sigma: float | None, samples: int) -> int:
-        """Sampler runs per piece: the samples, and one held-out run when blending."""
+        """Sampler runs per piece: the samples, and one held-out run when blending (that run is the sample
+        itself when there is one sample, :meth:`reuse`)."""
+        if self.reuse(noise_sigma, samples):
+            return 1
         return samples + int(self._warm(noise_sigma) and self.blend == "cv")
+
+    def reuse(self, noise_sigma: float | None, samples: int) -> bool:
+        """Whether the held-out run also gives the result: blending, one sample, and :attr:`reuse_held_out`."""
+        return self.reuse_held_out and samples == 1 and self._warm(noise_sigma) and self.blend == "cv"
 
     def _warm(self, noise_sigma) -> bool:
         return self.start == "tv" and bool(noise_sigma)
@@ -166,6 +176,7 @@ class PieceSolver:
                     yield s, {**info, "final": info["i"] + 1 == info["steps"]}
             return
         w_rl, w = 0.0, 1.0
+        reuse = self.reuse(noise_sigma, samples)
         out = tuple(operator.out_shape)
         seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
         drawn = np.random.default_rng(HOLDOUT_SEED).random(seen.shape) < HOLDOUT_FRACTION
@@ -179,7 +190,8 @@ class PieceSolver:
             downsamples = tuple(operator.out_shape)[-2:] != tuple(operator.in_shape)[-2:]
             rl_h = None if downsamples else holdout_rl(y, held_out, operator, held)
             for info in svi_steps(prior, y, held_out, start=tv_h, start_t=self.start_t, **kwargs(0)):
-                yield 0, {**info, "final": False}
+                if not (reuse and info["i"] + 1 == info["steps"]):  # the reused run's last step comes blended
+                    yield 0, {**info, "final": False}
             others = [info["denoised"]] + ([] if rl_h is None else [rl_h[0]])
             weights = blend_weights(operator.observed(y), operator, held, tv_h, others)
             w, w_rl = weights[0], (weights[1] if rl_h is not None else 0.0)
@@ -191,21 +203,23 @@ class PieceSolver:
         if w_rl > 0:
             x_cl = x_tv + w_rl * (richardson_lucy(operator.observed(y), operator, rl_h[1]) - x_tv)
         unseen = unseen_frames(operator)
+
+        def blended(correction):
+            if unseen is not None and self.tv_rules[-1] == "sure":
+                # frames without data keep the TV estimate of the interpolated measurement, plus the
+                # interpolation of the sampler's correction around them
+                return x_cl + w * fill_unseen(correction, unseen.to(x_tv.device), INTERPOLATE)
+            x = x_cl + w * correction
+            # frames without data: the interpolation of the restored frames
+            return x if unseen is None else fill_unseen(x, unseen.to(x.device), INTERPOLATE)
+
+        if reuse:  # the held-out run's correction of its own TV start, added to the full classical estimate
+            yield 0, {**info, "denoised": blended(info["denoised"] - tv_h), "final": True}
+            return
         for s in range(samples):
             for info in svi_steps(prior, y, operator, start=x_tv, start_t=self.start_t, **kwargs(s)):
                 final = info["i"] + 1 == info["steps"]
-                if final:
-                    correction = info["denoised"] - x_tv
-                    if unseen is not None and self.tv_rules[-1] == "sure":
-                        # frames without data keep the TV estimate of the interpolated measurement, plus the
-                        # interpolation of the sampler's correction around them
-                        x = x_cl + w * fill_unseen(correction, unseen.to(x_tv.device), INTERPOLATE)
-                    else:
-                        x = x_cl + w * correction
-                        if unseen is not None:  # frames without data: the interpolation of the restored frames
-                            x = fill_unseen(x, unseen.to(x.device), INTERPOLATE)
-                    info = {**info, "denoised": x}
-                yield s, {**info, "final": final}
+                yield s, {**info, "final": final, **({"denoised": blended(info["denoised"] - x_tv)} if final else {})}
 
     def _tv(self, y, operator, held_out, held, noise_sigma) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The TV estimates without and with the held-out entries; the weight by :func:`tv_rule`, recorded.
