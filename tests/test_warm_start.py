@@ -227,7 +227,7 @@ def test_holdout_tv_picks_a_weight_near_the_best_one_under_a_temporal_blur():
     drawn = np.random.default_rng(1).random((8, 24, 24)) < 0.1
     fit = Mask(~drawn, tuple(op.out_shape)) @ op
     held = torch.from_numpy(drawn)[:, None].expand(op.out_shape)
-    x, weight = holdout_tv(y, fit, op, held)
+    x, weight = holdout_tv(y, [(fit, held)], op)
     grid = [1e-4 * 1.5**k for k in range(16)]
     errors = _tv_error_curve(y, op, truth, grid)
     err = float((tv_admm(y, op, weight / 0.9, 60, x0=x) - truth).square().mean())

@@ -191,20 +191,25 @@ def search_weight(score: Callable[[float, object], tuple[object, float]], start,
     return best, best_w
 
 
-def holdout_tv(y: torch.Tensor, fit_operator: LinearOperator, operator: LinearOperator, held: torch.Tensor, *,
+def holdout_tv(y: torch.Tensor, folds: list[tuple[LinearOperator, torch.Tensor]], operator: LinearOperator, *,
                n_iter: int = 15, **search) -> tuple[torch.Tensor, float]:
     """TV-ADMM with the weight chosen by cross-validation (:func:`search_weight`, ``n_iter`` ADMM
-    iterations per trial): fitted to the entries ``fit_operator`` sees and scored by how well it predicts
-    the held-out entries ``held`` of ``y`` through ``operator`` (least squares). Returns ``(x, weight)``.
-    Unlike the discrepancy principle (:func:`discrepancy_tv`, which smooths 1-8x more than an oracle
-    would), it needs no noise level."""
-    fit_y, target = fit_operator.observed(y), operator.observed(y)[held]
+    iterations per trial): for each fold ``(fit_operator, held)``, fitted to the entries ``fit_operator``
+    sees and scored by how well it predicts the held-out entries ``held`` of ``y`` through ``operator``
+    (least squares, summed over the folds). Returns the first fold's estimate and the weight. Unlike
+    the discrepancy principle (:func:`discrepancy_tv`, which smooths 1-8x more than an oracle would), it
+    needs no noise level."""
+    observed = operator.observed(y)
+    data = [(fit.observed(y), fit, held, observed[held]) for fit, held in folds]
 
-    def score(weight, x):
-        x = tv_admm(fit_y, fit_operator, weight, n_iter, x0=x)
-        return x, float((operator.forward(x)[held] - target).square().sum())
+    def score(weight, xs):
+        xs = [tv_admm(fit_y, fit, weight, n_iter, x0=x) for x, (fit_y, fit, _, _) in zip(xs, data, strict=True)]
+        err = sum(float((operator.forward(x)[held] - target).square().sum())
+                  for x, (_, _, held, target) in zip(xs, data, strict=True))
+        return xs, err
 
-    return search_weight(score, measurement_start(fit_y, fit_operator), **search)
+    xs, weight = search_weight(score, [measurement_start(fit_y, fit) for fit_y, fit, _, _ in data], **search)
+    return xs[0], weight
 
 
 def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, n_iter: int = 15,

@@ -59,6 +59,8 @@ HOLDOUT_SEED = 7
 TV_ITERATIONS = 30
 #: One sample: the held-out run's correction of its TV start is the sampler's part of the result (no second run).
 REUSE_HELD_OUT = True
+#: Folds (of :data:`HOLDOUT_FRACTION` each) whose held-out errors choose the TV weight (rule "held-out").
+TV_FOLDS = 3
 #: How a piece's TV weight is chosen (:func:`tv_rule`).
 TV_RULES = ("held-out", "sure", "discrepancy")
 #: Recorded (``metadata["sampler_weight_zero"]``) when every piece's blend gave the sampler no weight.
@@ -179,11 +181,14 @@ class PieceSolver:
         reuse = self.reuse(noise_sigma, samples)
         out = tuple(operator.out_shape)
         seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
-        drawn = np.random.default_rng(HOLDOUT_SEED).random(seen.shape) < HOLDOUT_FRACTION
-        # one mask for what the held-out solve sees: the piece's own unobserved entries stay out too
-        held_out = Mask(seen & ~drawn, out) @ operator
-        held = torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)
-        tv_h, x_tv = self._tv(y, operator, held_out, held, noise_sigma)
+        draw = np.random.default_rng(HOLDOUT_SEED).random(seen.shape)
+        # fold k holds out the entries drawn in [k f, (k + 1) f); the piece's own unobserved entries stay out too
+        folds = []
+        for k in range(TV_FOLDS):
+            drawn = (draw >= k * HOLDOUT_FRACTION) & (draw < (k + 1) * HOLDOUT_FRACTION)
+            folds.append((Mask(seen & ~drawn, out) @ operator, torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)))
+        held_out, held = folds[0]  # the blend's held-out solve
+        tv_h, x_tv = self._tv(y, operator, folds, noise_sigma)
         if self.blend == "cv":
             # with fewer pixels per frame than the stack (downsampling) the held-out block means cannot tell an
             # early-stopped, smooth Richardson-Lucy from detail: it took half the weight and cost 0.4 dB on sr4
@@ -221,7 +226,7 @@ class PieceSolver:
                 final = info["i"] + 1 == info["steps"]
                 yield s, {**info, "final": final, **({"denoised": blended(info["denoised"] - x_tv)} if final else {})}
 
-    def _tv(self, y, operator, held_out, held, noise_sigma) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _tv(self, y, operator, folds, noise_sigma) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The TV estimates without and with the held-out entries; the weight by :func:`tv_rule`, recorded.
 
         Measured on the realistic suite (benchmarks/results/suite), each rule against the others:
@@ -235,12 +240,13 @@ class PieceSolver:
           -1.2 dB on box3+blur1.5, -0.5 dB on box3+airy).
         """
         rule = tv_rule(operator)
+        held_out = folds[0][0]
         observed = operator.observed(y)
         if rule == "discrepancy":
             tv_h = discrepancy_tv(y, held_out, noise_sigma)[0] if self.blend == "cv" else None
             x_tv, weight, _ = discrepancy_tv(y, operator, noise_sigma)
         elif rule == "held-out":
-            tv_h, weight_h = holdout_tv(y, held_out, operator, held)
+            tv_h, weight_h = holdout_tv(y, folds, operator)
             # the same balance with all the data: the data term grows with the entries it sums
             weight = weight_h * measured_entries(operator, y) / max(measured_entries(held_out, y), 1.0)
             x_tv = tv_admm(observed, operator, weight, TV_ITERATIONS, x0=tv_h)
