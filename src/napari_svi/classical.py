@@ -1,7 +1,8 @@
 """Classical total-variation restoration with the same forward operator ``A`` as SVI.
 
 Used by :mod:`napari_svi.restore` for the warm start of the sampler (a TV estimate whose weight
-the discrepancy principle sets from the noise level, :func:`discrepancy_tv`) and by the benchmark's
+held-out entries, SURE or the discrepancy principle set: :func:`holdout_tv`, :func:`sure_tv`,
+:func:`discrepancy_tv`, chosen per forward model by :func:`napari_svi.warm_start.tv_rule`) and by the benchmark's
 oracle-tuned baselines (:mod:`napari_svi.benchmark.baselines`). Tensors are ``(T, C, H, W)`` on the
 [0, 1] scale; ``y`` has shape ``operator.out_shape``.
 """
@@ -312,8 +313,9 @@ def discrepancy_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float
     noise's own energy); each trial runs ``n_iter`` ADMM iterations from the previous trial's
     estimate. Returns ``(x, weight, chi2)`` of the last trial with ``chi2 <= target`` (the most
     smoothing one that still explains the data), or of the smallest weight tried. The principle
-    errs towards smoothing (here 1-8x the weight an oracle picks on the ground truth): as the
-    warm start of the sampler, whose noise hides fine detail anyway, that is what is wanted.
+    errs towards smoothing (on the realistic suite 1-4x the weight an oracle picks on the ground
+    truth with a temporal PSF, where :func:`holdout_tv` does better); the restore uses it with a
+    spatial PSF (:func:`napari_svi.warm_start.tv_rule`).
     """
     if not noise_sigma > 0:
         raise ValueError(f"noise_sigma must be positive for the discrepancy principle, got {noise_sigma}")

@@ -278,7 +278,7 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
     time_axis : int
         Index of the time axis in ``data``.
     steps : int, optional
-        Denoising steps (network evaluations per frame); default 6 from the warm start
+        Denoising steps (network evaluations per frame); default 5 from the warm start
         (``start="tv"``), 20 from noise (the paper's).
     eta : float or "auto"
         DDIM stochasticity in [0, 1]; 0.15 in the paper (noiseless data). ``"auto"``: 1 for noisy
@@ -339,8 +339,8 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         the metadata); default ``OMP_NUM_THREADS`` when set, else the cores this process may use
         (its CPU affinity and cgroup quota; :func:`napari_svi.threads.default_threads`).
     start : str
-        ``"tv"`` (default): start each piece from its TV estimate (weight by the discrepancy
-        principle) diffused to timestep ``start_t`` (:mod:`napari_svi.warm_start`); noiseless data
+        ``"tv"`` (default): start each piece from its TV estimate (weight by
+        :func:`napari_svi.warm_start.tv_rule`) diffused to timestep ``start_t`` (:mod:`napari_svi.warm_start`); noiseless data
         start from noise. ``"noise"``: pure noise at the last timestep (the paper).
     start_t : int
         Timestep of the warm start, 1..999 (default 200); the steps run from there to 0.

@@ -3,8 +3,8 @@
 - **Warm start.** Chung, Sim & Ye ("Come-Closer-Diffuse-Faster", CVPR 2022) show that a reverse
   diffusion started from a good estimate diffused forward to an intermediate timestep ``t0`` reaches
   the same quality in far fewer steps than one started from pure noise. The estimate is TV-regularised
-  least squares with the piece's own operator, its weight set from the noise level by the discrepancy
-  principle (:func:`napari_svi.classical.discrepancy_tv`); the sampler then takes ``steps`` steps from
+  least squares with the piece's own operator, its weight chosen by a rule per forward model
+  (:func:`tv_rule`: held-out entries, SURE or the discrepancy principle); the sampler then takes ``steps`` steps from
   ``t0`` down to 0 (:func:`napari_svi.schedules.partial_timesteps`). ``start="noise"`` is the paper's start.
 - **Blend by held-out data** (``blend="cv"``). An image prior helps most where it knows the structure
   and can hurt where it does not (the bundled prior has seen nuclei only: on the realistic suite its
@@ -15,7 +15,9 @@
   :data:`HOLDOUT_FRACTION` of its measured entries held out, and the weights are the least-squares
   fit of the held-out entries (:func:`blend_weights`). The same held-out entries stop Richardson-Lucy
   (:func:`napari_svi.classical.holdout_rl`: the iteration count that best predicts them, then as many
-  iterations with all the data). This costs one more sampler run per piece.
+  iterations with all the data). With one sample the held-out run is also the result: its correction
+  of its own TV start is added to the full classical estimate (:data:`REUSE_HELD_OUT`), so a piece
+  costs one sampler run; with several samples, one more run than the samples.
 - **Frames without data** (frame interpolation) are, in the result, the linear interpolation in time
   of the restored frames around them (:func:`napari_svi.sampler.fill_unseen` at weight
   :data:`napari_svi.sampler.INTERPOLATE`): the blend's weights are fitted on measured frames only and
