@@ -384,3 +384,18 @@ def test_benchmark_checks_matplotlib_before_any_work(tmp_path, monkeypatch, caps
                "--frames", "4", "--crop", "32"])
     err = capsys.readouterr().err
     assert rc == 2 and "matplotlib" in err and "napari-svi[benchmark]" in err
+
+
+def test_a_saved_prior_follows_the_umask(tmp_path):
+    """safetensors writes its file 0600; a trained prior's weights follow the umask like every output."""
+    from napari_svi.priors.unet import UNet, UNetConfig
+    from napari_svi.training import TrainConfig, save_prior
+
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4)
+    old = os.umask(0o022)
+    try:
+        out = save_prior(UNet(cfg), tmp_path / "prior", TrainConfig(unet=cfg), step=0, seconds=0.0)
+    finally:
+        os.umask(old)
+    for name in ("weights.safetensors", "config.json"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name

@@ -2,9 +2,10 @@
 
     python tools/compare_suites.py BASELINE_DIR [LABEL=RUN_DIR ...] > table.md
 
-The first run must hold the classical methods (their numbers do not depend on the sampler); each
-further run adds an SVI column. Prints, per task, the mean PSNR over the clips of the best oracle-tuned
-classical method and of SVI in every run, and per clip and task every SVI run and the best classical.
+The first run must hold the classical methods (their numbers do not depend on the sampler); it is the
+"release" SVI column when it holds SVI too, and each further run adds an SVI column. Prints, per task,
+the mean PSNR over the clips of the best oracle-tuned classical method and of SVI in every run, and per
+clip and task every SVI run and the best classical.
 """
 
 import json
@@ -23,10 +24,12 @@ def load(folder: str) -> list[dict]:
 def main(argv: list[str]) -> None:
     base = load(argv[0])
     runs = {"release": base, **{a.split("=", 1)[0]: load(a.split("=", 1)[1]) for a in argv[1:]}}
+    if not any(r["method"] == "svi" for r in base):  # a baseline of classical methods only
+        runs.pop("release")
     psnr = {label: {(r["clip"], r["task"], r["method"]): r["psnr"] for r in recs} for label, recs in runs.items()}
     clips = list(dict.fromkeys(r["clip"] for r in base))
     tasks = list(dict.fromkeys(r["task"] for r in base))
-    b = psnr["release"]
+    b = {(r["clip"], r["task"], r["method"]): r["psnr"] for r in base}
 
     def best_classical(clip, task):
         vals = {m: b[(clip, task, m)] for m in ORACLE if (clip, task, m) in b}

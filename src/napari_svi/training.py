@@ -325,12 +325,14 @@ def save_prior(
     from safetensors.torch import save_file
 
     from ._version import __version__
+    from .io import process_umask
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out / "weights.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": PRIOR_FORMAT})
+    os.chmod(tmp, 0o666 & ~process_umask())  # safetensors writes 0600; the weights follow the umask
     os.replace(tmp, out / "weights.safetensors")
     cfg = {
         "format": PRIOR_FORMAT,
