@@ -92,3 +92,15 @@ def test_cli_suite_classical_only(tmp_path, capsys):
     assert {r["method"] for r in data["records"]} == {"measurement", "cg+tv"}
     assert data["clips"]["walls"]["source"] == "maize_clsm_heldout.tif"
     assert "| box5 |" in (out / "results.md").read_text()
+
+
+def test_cli_suite_svi_posterior_mean_of_samples(tmp_path, tiny_prior_dir, capsys):
+    assert main(["benchmark", "suite", "-o", str(tmp_path / "bad"), "--samples", "0", "--threads", "1"]) == 2
+    assert "--samples must be >= 1, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    out = tmp_path / "suite"
+    assert main(["benchmark", "suite", "-o", str(out), "--clips", "walls", "--tasks", "box5", "--methods", "svi",
+                 "--frames", "8", "--crop", "32", "--threads", "1", "--prior", str(tiny_prior_dir),
+                 "--samples", "2", "--steps", "2"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    params = data["details"]["walls"]["box5"]["methods"]["svi"]
+    assert params["samples"] == 2 and params["steps"] == 2

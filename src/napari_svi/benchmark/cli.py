@@ -86,6 +86,8 @@ def add_parser(subparsers) -> None:
     r.add_argument("--steps", type=int, default=None, help="SVI denoising steps (default: restore's default)")
     r.add_argument("--eta", type=eta_arg, default=None, help="SVI DDIM stochasticity in [0, 1] or 'auto' (default: auto)")
     _add_start_flags(r)
+    r.add_argument("--samples", type=int, default=1,
+                   help="SVI posterior samples; the result is their mean (default: 1, restore's default)")
     r.add_argument("--seed", type=int, default=defaults.seed, help="seed of noise, masks and sampling (default: 0)")
     r.add_argument("--device", default=defaults.device, help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads of PyTorch (default: PyTorch's choice)")
@@ -244,6 +246,8 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     if args.frames < 8 or args.crop < 32:
         raise ValueError(f"--frames must be >= 8 and --crop >= 32, got {args.frames} and {args.crop}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
     _set_threads(args.threads)
     for name in args.clips:  # fail on missing data before loading the prior or running anything
         load_clip(name, args.frames, args.crop, args.data_dir)
@@ -257,7 +261,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
                        frames=args.frames, crop=args.crop, data_dir=args.data_dir,
                        settings=QualitySettings(seed=args.seed, device=str(device),
-                                                start=args.start, blend=args.blend,
+                                                start=args.start, blend=args.blend, samples=args.samples,
                                                 **{k: getattr(args, k) for k in ("steps", "eta")
                                                    if getattr(args, k) is not None}),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -125,6 +125,7 @@ class QualitySettings:
     eta: float | str = "auto"
     start: str = "tv"
     blend: str = "cv"
+    samples: int = 1  # posterior samples of svi; the result is their mean
     cg_steps: int = 5
     seed: int = 0
     device: str = "auto"
@@ -280,13 +281,13 @@ def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_fra
     noise_sigma, how = ("auto", AUTO_NOISE) if task.noisy else (None, "none (noiseless normal equations)")
     kwargs = dict(prior=prior, steps=settings.steps, eta=settings.eta, cg_steps=settings.cg_steps,
                   start=settings.start, blend=settings.blend,
-                  noise_sigma=noise_sigma, gamma="auto", seed=settings.seed,
+                  noise_sigma=noise_sigma, gamma="auto", seed=settings.seed, samples=settings.samples,
                   device=settings.device, batch_consistent=(method == "svi"), true_frames=t_frames)
     m = measure(lambda: restore(y, spec, **kwargs), device=_device(settings.device))
     meta = m.value.metadata
     params = {"steps": meta.get("steps"), "start": meta.get("start"), "blend_weight": meta.get("blend_weight"),
               "blend_rl_weight": meta.get("blend_rl_weight"), "blend_rl_iterations": meta.get("blend_rl_iterations"),
-              "start_tv_weight": meta.get("start_tv_weight"), "eta": settings.eta, "cg_steps": settings.cg_steps,
+              "start_tv_weight": meta.get("start_tv_weight"), "samples": settings.samples, "eta": settings.eta, "cg_steps": settings.cg_steps,
               "batch_consistent": method == "svi", "noise_sigma": how,
               "noise_sigma_used": meta.get("noise_sigma_used"), "gamma": meta.get("gamma"), "seed": settings.seed,
               "device": meta.get("device"), "prior": meta.get("prior"), "windows": meta.get("windows"),
