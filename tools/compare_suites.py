@@ -5,7 +5,8 @@
 The first run must hold the classical methods (their numbers do not depend on the sampler); it is the
 "release" SVI column when it holds SVI too, and each further run adds an SVI column. Prints, per task,
 the mean PSNR over the clips of the best oracle-tuned classical method and of SVI in every run, and per
-clip and task every SVI run and the best classical.
+clip and task every SVI run and the best classical, then SVI's mean seconds per clip in every run with
+that run's torch threads and load (seconds from runs at different threads or load do not compare).
 """
 
 import json
@@ -17,13 +18,18 @@ import numpy as np
 ORACLE = ("richardson-lucy", "tv-admm", "cg+tv")
 
 
+def load_run(folder: str) -> dict:
+    return json.loads((Path(folder) / "results.json").read_text())
+
+
 def load(folder: str) -> list[dict]:
-    return json.loads((Path(folder) / "results.json").read_text())["records"]
+    return load_run(folder)["records"]
 
 
 def main(argv: list[str]) -> None:
+    folders = {"release": argv[0], **dict(a.split("=", 1) for a in argv[1:])}
     base = load(argv[0])
-    runs = {"release": base, **{a.split("=", 1)[0]: load(a.split("=", 1)[1]) for a in argv[1:]}}
+    runs = {label: load(folder) for label, folder in folders.items()}
     if not any(r["method"] == "svi" for r in base):  # a baseline of classical methods only
         runs.pop("release")
     psnr = {label: {(r["clip"], r["task"], r["method"]): r["psnr"] for r in recs} for label, recs in runs.items()}
@@ -54,6 +60,14 @@ def main(argv: list[str]) -> None:
             name, val = best_classical(clip, task)
             print(f"| {clip} | {task} | {b[(clip, task, 'measurement')]:.2f} | {val:.2f} ({name}) | "
                   + " | ".join(f"{psnr[k][(clip, task, 'svi')]:.2f}" for k in labels) + " |")
+    print()
+    print("| run | SVI seconds per clip (mean) | torch threads | load (1 min, start - end) |")
+    print("|---|---|---|---|")
+    for k in labels:
+        machine = load_run(folders[k]).get("machine", {})
+        secs = [r["seconds"] for r in runs[k] if r["method"] == "svi"]
+        print(f"| {k} | {np.mean(secs):.2f} | {machine.get('torch_threads', '?')} | "
+              f"{machine.get('load_average_1min', '?')} - {machine.get('load_average_1min_end', '?')} |")
 
 
 if __name__ == "__main__":
