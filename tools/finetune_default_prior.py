@@ -13,7 +13,7 @@ contrast (``intensity_augment``).
 
 Run (what made the bundled prior; see its MODEL_CARD.md), then install the run as the default prior
 (its weights and config, with the base run's training record kept as ``training.base_training``):
-    python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 100 --threads 1
+    python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 85 --threads 1
     python tools/finetune_default_prior.py runs/broad-prior --install
 """
 
@@ -92,7 +92,7 @@ def install(run: Path) -> int:
         raise SystemExit(f"{DEFAULT} is already a fine-tuned prior; restore the base prior first (git checkout)")
     cfg = json.loads((run / "config.json").read_text())
     cfg["training"]["base_training"] = base["training"]
-    cfg["training"]["command"] = "python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 100 --threads 1"
+    cfg["training"]["command"] = "python tools/finetune_default_prior.py runs/broad-prior --stills ../shared/data --minutes 85 --threads 1"
     for name in ("weights.safetensors", "loss.csv"):
         shutil.copyfile(run / name, DEFAULT / name)
     (DEFAULT / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

