@@ -182,9 +182,11 @@ def test_restore_adds_result_and_uncertainty_with_geometry_and_metadata(make_nap
     np.testing.assert_allclose(uncertainty.scale, restored.scale)
     assert tuple(restored.contrast_limits) == (0, 200)
     md = restored.metadata["napari_svi"]
-    # the samples' spread, scaled by the blend's weight of the sampler (0: the result is the classical estimate)
-    assert np.all(uncertainty.data >= 0) and (uncertainty.data.max() > 0) == (max(md["blend_weight"]) > 0)
-    assert ("sampler_weight_zero" in md) == (max(md["blend_weight"]) == 0)  # and the user is told (notification)
+    # the samples' spread, scaled by the blend's weights of the sampler per temporal band (0: the result is the
+    # classical estimate)
+    applied = max(max(b) for b in md["blend_band_weights"])
+    assert np.all(uncertainty.data >= 0) and (uncertainty.data.max() > 0) == (applied > 0)
+    assert ("sampler_weight_zero" in md) == (applied == 0)  # and the user is told (notification)
     assert md["steps"] == 3 and md["cg_steps"] == 2 and md["samples"] == 2 and md["noise_sigma"] == 3.0
     assert md["threads"] == 1
     assert md["operator"]["temporal_psf"] == "uniform:3" and md["operator"]["downsample"] == 2

@@ -12,7 +12,15 @@ from napari_svi.operators.spatial import Mask
 from napari_svi.priors.base import GaussianPrior
 from napari_svi.restore import restore
 from napari_svi.schedules import alphas_cumprod
-from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, blend_weights, check_start
+from napari_svi.warm_start import (
+    DEFAULT_START_T,
+    PieceSolver,
+    apply_band,
+    band_weights,
+    blend_weights,
+    check_start,
+    temporal_bands,
+)
 
 
 def _smooth_stack(shape=(4, 1, 32, 32), seed=0):
@@ -33,6 +41,38 @@ def test_blend_weight_recovers_the_mix_that_predicts_the_held_out_data():
     y = x_tv + 2.0 * (x_svi - x_tv)  # beyond the SVI estimate: clipped to [0, 1]
     assert blend_weights(y, op, held, x_tv, [x_svi]) == [1.0]
     assert blend_weights(y, op, held, x_tv, [x_tv]) == [0.0]  # identical estimates: nothing to choose
+
+
+def test_temporal_bands_split_a_stack_into_parts_that_sum_back():
+    bands = temporal_bands(10)
+    assert len(bands) == 3  # the mean; 0 < f <= 0.1 cycles per frame (DCT 1-2 of 10 frames); the rest
+    torch.testing.assert_close(sum(bands), torch.eye(10), atol=1e-5, rtol=0)
+    for i, a in enumerate(bands):
+        torch.testing.assert_close(a @ a, a, atol=1e-5, rtol=0)  # projections
+        for b in bands[i + 1:]:
+            assert float((a @ b).abs().max()) < 1e-5  # onto orthogonal bands
+    x = torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1).expand(10, 1, 2, 2)
+    torch.testing.assert_close(apply_band(bands[0], x), x.mean(dim=0, keepdim=True).expand_as(x))
+    assert len(temporal_bands(1)) == 1 and len(temporal_bands(3)) == 2  # short stacks: no empty band
+
+
+def test_band_weights_find_per_band_mixes_a_temporal_blur_hides_from_one_weight():
+    from napari_svi.operators import OperatorSpec
+
+    shape = (16, 1, 24, 24)
+    g = torch.Generator().manual_seed(3)
+    base, correction = torch.rand(shape, generator=g), torch.randn(shape, generator=g)
+    bands = temporal_bands(16)
+    truth_w = [0.0, 0.5, 1.0]  # the correction is right only where it changes fast
+    x = base + sum(w * apply_band(b, correction) for w, b in zip(truth_w, bands, strict=True))
+    op = OperatorSpec(temporal_psf="uniform:7", temporal_boundary="symmetric").build(shape)
+    y = op.forward(x)
+    held = torch.rand(tuple(op.out_shape), generator=g) < 0.1
+    assert band_weights(y, op, held, base, correction, bands, 1.0) == pytest.approx(truth_w, abs=0.02)
+    # one weight for the whole correction is set by the slow part the blur keeps, far from the fast part's 1
+    (one,) = blend_weights(y, op, held, base, [base + correction])
+    assert one < 0.5
+    assert max(band_weights(y, op, held, base, correction, bands, 0.4)) <= 0.4  # the Richardson-Lucy share
 
 
 def test_discrepancy_tv_leaves_the_noise_energy_in_the_residual():
@@ -70,14 +110,16 @@ def test_piece_solver_runs_a_held_out_solve_first_and_blends_every_sample():
     assert not any(i["final"] for _, i in infos[:4])  # the held-out solve is not a result
     assert len(solver.blend_weights) == 1 and 0.0 <= solver.blend_weights[0] <= 1.0
     assert set(solver.outcome()) - {"sampler_weight_zero"} == {"start_tv_weight", "start_tv_rule", "blend_weight",
-                                                               "blend_rl_weight", "blend_rl_iterations"}
+                                                               "blend_rl_weight", "blend_rl_iterations",
+                                                               "blend_band_weights", "blend_band_edges"}
+    assert len(solver.band_weights) == 1 and len(solver.band_weights[0]) == len(temporal_bands(truth.shape[0]))
     assert solver.outcome()["start_tv_rule"] == ["sure"]  # an identity operator: every entry sees one voxel
     assert 1 <= solver.outcome()["blend_rl_iterations"][0] <= 200
     assert solver.record()["kind"] == "tv" and solver.record()["start_t"] == 200
-    assert ("sampler_weight_zero" in solver.outcome()) == (solver.blend_weights[0] == 0)
-    solver.blend_weights = [0.0, 0.0]
+    assert ("sampler_weight_zero" in solver.outcome()) == (max(solver.band_weights[0]) == 0)
+    solver.blend_weights, solver.band_weights = [0.3, 0.3], [[0.0, 0.0], [0.0, 0.0]]  # the band weights are applied
     assert "weight 0 in every piece" in solver.outcome()["sampler_weight_zero"]
-    solver.blend_weights = [0.0, 0.3]
+    solver.band_weights = [[0.0, 0.0], [0.0, 0.3]]
     assert "sampler_weight_zero" not in solver.outcome()
     one = PieceSolver("tv", 200, "cv")  # one sample: the held-out run is also the result
     assert one.runs(0.05, 1) == 1 and one.reuse(0.05, 1) and not one.reuse(0.05, 2) and not one.reuse(None, 1)
