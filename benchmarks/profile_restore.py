@@ -44,7 +44,11 @@ CATEGORIES = {
                           ("napari_svi.intensity", "IntensityScale.to_unit"),
                           ("napari_svi.intensity", "IntensityScale.from_unit")],
     "noise estimate": [("napari_svi.restore", "stack_noise_sigma")],
-    "prior loading": [("napari_svi.restore", "_restoration_prior")],
+    "prior loading": [("napari_svi.restore", "restoration_prior")],
+    "TV estimates (held-out weight, SURE, discrepancy, ADMM)": [
+        ("napari_svi.warm_start", n) for n in ("holdout_tv", "sure_tv", "discrepancy_tv", "tv_admm")],
+    "Richardson-Lucy (held-out stop, full run)": [("napari_svi.warm_start", n) for n in ("holdout_rl", "richardson_lucy")],
+    "blend weights (held-out fits, bands)": [("napari_svi.warm_start", n) for n in ("blend_weights", "band_weights")],
     "consistency check of the result": [("napari_svi.restore", "_Restoration.check")],
     "planning (windows, operators)": [("napari_svi.restore", "plan_restore"), ("napari_svi.pieces", "Plan._piece")],
 }

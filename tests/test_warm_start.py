@@ -274,6 +274,16 @@ def test_holdout_tv_picks_a_weight_near_the_best_one_under_a_temporal_blur():
     errors = _tv_error_curve(y, op, truth, grid)
     err = float((tv_admm(y, op, weight / 0.9, 60, x0=x) - truth).square().mean())
     assert err <= 1.5 * min(errors.values()) and err < 0.5 * max(errors[grid[0]], errors[grid[-1]])
+    # three folds: the sweep on the first, then the best weight, its neighbours and their parabola on all
+    draw = np.random.default_rng(2).random((8, 24, 24))
+    folds = []
+    for k in range(3):
+        drawn = (draw >= 0.1 * k) & (draw < 0.1 * (k + 1))
+        folds.append((Mask(~drawn, tuple(op.out_shape)) @ op, torch.from_numpy(drawn)[:, None].expand(op.out_shape)))
+    x3, weight3 = holdout_tv(y, folds, op)
+    assert x3.shape == truth.shape and 1e-4 <= weight3 <= 0.2
+    err3 = float((tv_admm(y, op, weight3 / 0.9, 60, x0=x3) - truth).square().mean())
+    assert err3 <= 1.5 * min(errors.values())
 
 
 def test_tv_rule_follows_the_forward_model():
