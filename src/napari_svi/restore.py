@@ -346,8 +346,10 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         Timestep of the warm start, 1..999 (default 200); the steps run from there to 0.
     blend : str
         ``"cv"`` (default, with ``start="tv"`` and noisy data): the result is ``x_tv + w (x_svi - x_tv)``
-        with ``w`` in [0, 1] chosen per piece on 10 % held-out measurements (one more sampler run
-        per piece); ``"none"``: the sampler's result as it is.
+        with ``w`` in [0, 1] chosen per piece on 10 % held-out measurements, one ``w`` per band of
+        temporal frequency (:func:`napari_svi.warm_start.band_weights`; with one sample the held-out
+        run is the result, with several one more sampler run per piece); ``"none"``: the sampler's
+        result as it is.
     callback : callable, optional
         Receives ``{"step", "total", "estimate", "stack", "window", "windows", "i", "gamma"}`` after
         every step (``i``: the step within the current piece; ``gamma``: its data-consistency
