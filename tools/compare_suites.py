@@ -22,14 +22,11 @@ def load_run(folder: str) -> dict:
     return json.loads((Path(folder) / "results.json").read_text())
 
 
-def load(folder: str) -> list[dict]:
-    return load_run(folder)["records"]
-
-
 def main(argv: list[str]) -> None:
     folders = {"release": argv[0], **dict(a.split("=", 1) for a in argv[1:])}
-    base = load(argv[0])
-    runs = {label: load(folder) for label, folder in folders.items()}
+    loaded = {label: load_run(folder) for label, folder in folders.items()}
+    base = loaded["release"]["records"]
+    runs = {label: run["records"] for label, run in loaded.items()}
     if not any(r["method"] == "svi" for r in base):  # a baseline of classical methods only
         runs.pop("release")
     psnr = {label: {(r["clip"], r["task"], r["method"]): r["psnr"] for r in recs} for label, recs in runs.items()}
@@ -64,7 +61,7 @@ def main(argv: list[str]) -> None:
     print("| run | SVI seconds per clip (mean) | torch threads | load (1 min, start - end) |")
     print("|---|---|---|---|")
     for k in labels:
-        machine = load_run(folders[k]).get("machine", {})
+        machine = loaded[k].get("machine", {})
         secs = [r["seconds"] for r in runs[k] if r["method"] == "svi"]
         print(f"| {k} | {np.mean(secs):.2f} | {machine.get('torch_threads', '?')} | "
               f"{machine.get('load_average_1min', '?')} - {machine.get('load_average_1min_end', '?')} |")

