@@ -23,6 +23,18 @@ def psnr(x: np.ndarray, ref: np.ndarray, peak: float) -> float:
     return float(10 * np.log10(peak**2 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
 
 
+def coverage(spec, shape, budget: int, size_multiple: int) -> np.ndarray:
+    """How many tiles solve each pixel of a frame under ``budget`` (the tiled restore's plan)."""
+    from napari_svi.pieces import plan_restore
+
+    plan = plan_restore(spec, shape, window=None, memory_budget=budget, size_multiple=size_multiple)
+    count = np.zeros(plan.frame_shape)
+    for rows in plan.rows:
+        for cols in plan.cols:
+            count[np.ix_(rows.solve, cols.solve)] += 1
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)
@@ -38,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gamma", default="auto", help="restore's gamma: auto | regional (default: auto)")
     parser.add_argument("--start", default="tv", help="restore's start: tv | noise (default: tv)")
     parser.add_argument("--blend", default="cv", help="restore's blend: cv | none (default: cv)")
+    parser.add_argument("--whole-samples", type=int, default=1,
+                        help="also restore the whole frame as the mean of this many samples (> 1), for comparison")
     parser.add_argument("-o", "--output", default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
 
@@ -58,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
               start=args.start, blend=args.blend)
     budget = args.frames * 20 * 4 * args.tile**2  # what windows.tile_for_budget needs for one tile
     rows = {"measurement": {"psnr_db": psnr(y, clean, peak)}}
-    for name, extra in (("whole frame", {}), (f"{args.tile}-px tiles", {"memory_budget": budget})):
+    runs = [("whole frame", {}), (f"{args.tile}-px tiles", {"memory_budget": budget})]
+    if args.whole_samples > 1:
+        runs.append((f"whole frame, mean of {args.whole_samples} samples", {"samples": args.whole_samples}))
+    cover = None
+    for name, extra in runs:
         t0 = time.perf_counter()
         result = restore(y, spec, **kw, **extra)
         rows[name] = {"psnr_db": psnr(result.restored, clean, peak), "seconds": round(time.perf_counter() - t0, 1),
                       "tiles": result.metadata["tiles"]}
+        if cover is None:
+            cover = coverage(spec, y.shape, budget, prior.size_multiple)
+        # the PSNR over the pixels that 1, 2, 4 ... tiles solve (overlapping tiles are blended there)
+        rows[name]["psnr_db_by_tile_coverage"] = {
+            str(int(c)): psnr(result.restored[:, cover == c], clean[:, cover == c], peak) for c in np.unique(cover)}
     names = list(rows)
     rows["difference_db"] = rows[names[2]]["psnr_db"] - rows[names[1]]["psnr_db"]
     record = {"clip": f"heldout nuclei [:{args.frames}, {args.top}:+{args.size}, {args.left}:+{args.size}]",
