@@ -14,6 +14,7 @@ from napari_svi.benchmark.reference import (
     export_source,
     parse_options,
     repository_root,
+    run_reference_comparison,
     source_folder,
     subprocess_runner,
 )
@@ -53,6 +54,30 @@ def test_compare_alternates_and_reports_medians_and_ratios():
     assert ratio["peak_mb_ratio"] == pytest.approx(0.8)
     text = comparison_markdown({**result, "machine": {"processor": "test CPU"}, "threads": 1, "repeats": 3})
     assert "3.00x faster" in text and "test CPU" in text and text.count("| current |") == 1 + 3
+
+
+def test_peak_memory_is_compared_by_the_medians_of_the_rounds():
+    """One noisy round does not decide the memory ratio: medians (and the largest, reported apart)."""
+    truth = _truth()
+    peaks = {"reference": iter([100.0, 300.0, 110.0]), "current": iter([120.0, 115.0, 400.0])}
+
+    def runner(name):
+        return lambda y, spec: ClipRun(1.0, next(peaks[name]), truth, {})
+
+    result = compare({"reference": runner("reference"), "current": runner("current")}, truth, truth, {},
+                     repeats=3, progress=None)
+    assert result["summary"]["reference"]["peak_mb"] == 110.0 and result["summary"]["current"]["peak_mb"] == 120.0
+    assert result["summary"]["current"]["peak_mb_max"] == 400.0
+    ratio = result["ratio"]["current"]
+    assert ratio["peak_mb_ratio"] == pytest.approx(120 / 110, abs=1e-3)
+    assert ratio["peak_mb_ratio_of_max"] == pytest.approx(400 / 300, abs=1e-3)
+    text = comparison_markdown({**result, "machine": {}, "threads": 1, "repeats": 3, "allocator": "mmap-1mb"})
+    assert "| 120, 400 |" in text and "MALLOC_MMAP_THRESHOLD_" in text
+
+
+def test_an_unknown_allocator_is_refused_before_any_run():
+    with pytest.raises(ValueError, match="--allocator"):
+        run_reference_comparison("HEAD", allocator="tcmalloc", progress=None)
 
 
 def test_compare_rejects_a_result_of_the_wrong_shape():

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .estimate_fit import SpectralFit, spatial_gain2, spectral_table, temporal_gain2
+from .estimate_fit import SpectralFit, spatial_gain2, spectral_table, temporal_mixing
 from .psf import temporal_kernel
 
 #: Candidate temporal Gaussians (frames) and spatial Gaussians (pixels); boxes are MIN_BOX .. MAX_BOX frames.
@@ -102,15 +102,17 @@ class _Search:
     """The candidates' likelihoods on one table, cached by (temporal spec, spatial sigma)."""
 
     def __init__(self, fit: SpectralFit):
-        self.fit, self.frames, self.cache = fit, fit.table.frames, {}
+        self.fit, self.frames, self.cache, self.mixings = fit, fit.table.frames, {}, {}
         self.per_1000 = float(fit.weight.sum()) / 1000.0
 
     def nll(self, temporal: str, spatial: float) -> float:
         key = (temporal, round(float(spatial), 4))
         if key not in self.cache:
             kernel = None if temporal == "none" else temporal_kernel(temporal)
-            gain2 = temporal_gain2(kernel, self.frames)[:, None] * spatial_gain2(spatial, self.fit.table.rho)[None, :]
-            self.cache[key] = self.fit.nll(gain2) / self.per_1000
+            mixing = self.mixings.get(temporal)
+            if mixing is None:
+                mixing = self.mixings[temporal] = temporal_mixing(kernel, self.frames)
+            self.cache[key] = self.fit.nll(mixing, spatial_gain2(spatial, self.fit.table.rho)) / self.per_1000
         return self.cache[key]
 
     def temporal_candidates(self) -> list[str]:

@@ -110,12 +110,20 @@ def current_source() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+#: ``--allocator``: the environment of each restore's process. glibc keeps arrays below its dynamic mmap
+#: threshold (up to 32 MB) on the heap, where the same code's peak varies by a quarter from run to run
+#: (benchmarks/results/speed/side_by_side_2026-12-03); a fixed 1 MB threshold maps every large array on its
+#: own, so the peak is the live set (benchmarks/window_memory.py does the same).
+ALLOCATORS = {"default": {}, "mmap-1mb": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
+
+
 def subprocess_runner(src: Path, *, threads: int, options: dict | None = None, python: str = sys.executable,
-                      timeout_s: float = 3600.0) -> Runner:
+                      timeout_s: float = 3600.0, env: dict | None = None) -> Runner:
     """A :data:`Runner` that restores in a fresh process importing napari-svi from ``src`` (:mod:`._clip_worker`).
 
     ``options``: keyword arguments of that code's ``restore`` (JSON values); nothing else is set
-    but ``device="cpu"`` unless given, so each code runs with its own defaults.
+    but ``device="cpu"`` unless given, so each code runs with its own defaults. ``env``: more
+    environment variables of the process (an allocator setting of :data:`ALLOCATORS`).
     """
     options = {"device": "cpu", **(options or {})}
 
@@ -127,7 +135,7 @@ def subprocess_runner(src: Path, *, threads: int, options: dict | None = None, p
                    "options": options, "threads": int(threads)}
             (tmp / "job.json").write_text(json.dumps(job))
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                   "PYTHONPATH": str(src)}
+                   "PYTHONPATH": str(src), **(env or {})}
             done = subprocess.run([python, str(WORKER), str(tmp / "job.json")], env=env, capture_output=True,
                                   text=True, timeout=timeout_s)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -147,9 +155,10 @@ def compare(runners: dict[str, Runner], truth: np.ndarray, y: np.ndarray, spec: 
 
     The first runner is the reference. Returns ``{"runs", "summary", "ratio"}`` (JSON-able): every
     run (``name``, ``round``, ``seconds``, ``peak_mb``, ``psnr``); per runner the median seconds,
-    frames per second at the median, the largest peak memory and the PSNR (with its spread over the
-    runs); and the speed-up of each other runner over the reference: the ratio of the medians, and
-    the median of the per-round ratios (each round's two runs share the machine's load of that moment).
+    frames per second at the median, the median and the largest peak memory and the PSNR (with its
+    spread over the runs); and the ratios of each other runner to the reference: the speed-up as the
+    ratio of the medians and as the median of the per-round ratios (each round's two runs share the
+    machine's load of that moment), the peak memory as the ratio of the medians and of the largest.
     """
     from .metrics import psnr, truth_scale
 
@@ -178,8 +187,9 @@ def compare(runners: dict[str, Runner], truth: np.ndarray, y: np.ndarray, spec: 
         psnrs = [x["psnr"] for x in mine]
         summary[name] = {"seconds_median": round(sec, 3), "seconds_min": min(x["seconds"] for x in mine),
                          "seconds_per_clip": round(sec, 3), "frames_per_second": round(frames / sec, 4),
-                         "peak_mb": max((x["peak_mb"] for x in mine if x["peak_mb"] == x["peak_mb"]),
-                                        default=float("nan")), "psnr": round(statistics.median(psnrs), 3),
+                         "peak_mb": _median_or_nan([x["peak_mb"] for x in mine]),
+                         "peak_mb_max": max((x["peak_mb"] for x in mine if x["peak_mb"] == x["peak_mb"]),
+                                            default=float("nan")), "psnr": round(statistics.median(psnrs), 3),
                          "psnr_spread": round(max(psnrs) - min(psnrs), 3)}
     names = list(runners)
     ref = names[0]
@@ -191,9 +201,15 @@ def compare(runners: dict[str, Runner], truth: np.ndarray, y: np.ndarray, spec: 
                        "speedup_per_round": [round(v, 3) for v in per_round],
                        "speedup_median_of_rounds": round(statistics.median(per_round), 3),
                        "psnr_difference_db": round(summary[name]["psnr"] - summary[ref]["psnr"], 3),
-                       "peak_mb_ratio": round(summary[name]["peak_mb"] / max(summary[ref]["peak_mb"], 1e-9), 3)}
+                       "peak_mb_ratio": round(summary[name]["peak_mb"] / max(summary[ref]["peak_mb"], 1e-9), 3),
+                       "peak_mb_ratio_of_max": round(summary[name]["peak_mb_max"] / max(summary[ref]["peak_mb_max"], 1e-9), 3)}
     return {"reference": ref, "frames": frames, "shape": list(truth.shape), "runs": runs, "summary": summary,
             "ratio": ratio}
+
+
+def _median_or_nan(values: list[float]) -> float:
+    known = [v for v in values if v == v]
+    return round(float(statistics.median(known)), 1) if known else float("nan")
 
 
 def comparison_markdown(result: dict) -> str:
@@ -210,20 +226,22 @@ def comparison_markdown(result: dict) -> str:
               f"Clip: {clip.get('task', '?')} of the held-out nuclei time-lapse (frames {clip.get('frames')}, rows "
               f"{clip.get('rows')}, columns {clip.get('columns')}). Each run is a fresh process; the codes alternate "
               f"({result.get('repeats')} rounds). Seconds: the `restore` call (prior loading included), "
-              "peak: resident memory above the start of that call.", "",
-              "| code | settings | seconds per clip (median) | frames per second | peak MB | PSNR (dB) |",
+              "peak: resident memory above the start of that call"
+              + (f" (allocator: {result['allocator']}, {ALLOCATORS[result['allocator']] or 'glibc as it comes'})."
+                 if result.get("allocator") in ALLOCATORS else "."), "",
+              "| code | settings | seconds per clip (median) | frames per second | peak MB (median, largest) | PSNR (dB) |",
               "|---|---|---:|---:|---:|---:|"]
     for name, s in result["summary"].items():
         opts = result.get("options", {}).get(name) or {}
         text = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
         lines.append(f"| {name} | {text} | {s['seconds_median']:.2f} | {s['frames_per_second']:.3f} | "
-                     f"{s['peak_mb']:.0f} | {s['psnr']:.2f} |")
+                     f"{s['peak_mb']:.0f}, {s.get('peak_mb_max', s['peak_mb']):.0f} | {s['psnr']:.2f} |")
     lines.append("")
     for name, r in result["ratio"].items():
         lines.append(f"**{name} vs {result['reference']}: {r['speedup_of_medians']:.2f}x faster** (ratio of the "
                      f"medians; per round {', '.join(f'{v:.2f}' for v in r['speedup_per_round'])}, median "
                      f"{r['speedup_median_of_rounds']:.2f}x); PSNR {r['psnr_difference_db']:+.2f} dB; peak memory "
-                     f"x{r['peak_mb_ratio']:.2f}.")
+                     f"x{r['peak_mb_ratio']:.2f} (medians; largest x{r.get('peak_mb_ratio_of_max', r['peak_mb_ratio']):.2f}).")
     lines += ["", "| round | code | seconds | peak MB | PSNR (dB) |", "|---|---|---:|---:|---:|"]
     for x in result["runs"]:
         lines.append(f"| {x['round'] + 1} | {x['name']} | {x['seconds']:.2f} | {x['peak_mb']:.0f} | {x['psnr']:.2f} |")
@@ -246,19 +264,22 @@ def parse_options(items: list[str] | None, flag: str) -> dict:
 
 def run_reference_comparison(reference: str = RELEASE, *, frames: int = 16, size: int = 128, repeats: int = 2,
                              threads: int = 1, current_options: dict | None = None,
-                             reference_options: dict | None = None, seed: int = 0,
+                             reference_options: dict | None = None, seed: int = 0, allocator: str = "default",
                              progress: Callable[[str], object] | None = print) -> dict:
     """The clip of :func:`benchmark_clip` restored by ``reference`` (a git revision or a source folder) and by
     the current code, alternating, ``repeats`` rounds; :func:`compare`'s result plus the settings."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"--allocator must be one of {list(ALLOCATORS)}, got {allocator!r}")
     truth, y, spec, clip = benchmark_clip(frames, size, seed)
+    env = ALLOCATORS[allocator]
     options = {"reference": dict(reference_options or {}), "current": dict(current_options or {})}
     with tempfile.TemporaryDirectory(prefix="napari-svi-reference-") as tmp:
         src, name = source_folder(reference, Path(tmp))
-        runners = {"reference": subprocess_runner(src, threads=threads, options=options["reference"]),
-                   "current": subprocess_runner(current_source(), threads=threads, options=options["current"])}
+        runners = {"reference": subprocess_runner(src, threads=threads, options=options["reference"], env=env),
+                   "current": subprocess_runner(current_source(), threads=threads, options=options["current"], env=env)}
         if progress:
             progress(f"side by side: {name} (reference) and the current code ({current_source()}), "
                      f"{frames} x {size} x {size}, {threads} thread(s), {repeats} rounds")
         result = compare(runners, truth, y, spec, repeats=repeats, progress=progress)
     return {**result, "reference_code": name, "current_code": str(current_source()), "options": options,
-            "threads": threads, "repeats": repeats, "clip": clip}
+            "threads": threads, "repeats": repeats, "clip": clip, "allocator": allocator}
