@@ -100,7 +100,8 @@ def test_parse_options_reads_json_values_and_names_the_flag():
 def test_worker_restores_with_the_code_of_a_source_folder(tiny_prior, real_clip):
     """The subprocess runner on a tiny clip with the current code (the release is run the same way)."""
     y = real_clip[:8, :16, :16].astype(np.float32)
-    run = subprocess_runner(current_source(), threads=1, options={"steps": 1, "prior": str(tiny_prior)})
+    run = subprocess_runner(current_source(), threads=1, options={"steps": 1, "prior": str(tiny_prior)},
+                            extra_env={"MALLOC_MMAP_THRESHOLD_": "1048576"})
     out = run(y, {"temporal_psf": "uniform:3"})
     assert out.restored.shape == y.shape and out.restored.dtype == np.float32 and np.isfinite(out.restored).all()
     assert out.seconds > 0 and out.peak_mb >= 0 and out.info["threads"] == 1

@@ -223,16 +223,21 @@ def holdout_tv(y: torch.Tensor, folds: list[tuple[LinearOperator, torch.Tensor]]
                                        factor=factor, **{**search, "refine": False})
     score = score_on(data)
     half = math.sqrt(factor)
-    trials = [(w, *score(w, [x_first] * len(data))) for w in (coarse / half, coarse, coarse * half)]
+
+    def trial(w):  # only the first fold's estimate is kept: the others were needed for the error alone
+        xs, err = score(w, [x_first] * len(data))
+        return w, xs[0], err
+
+    trials = [trial(w) for w in (coarse / half, coarse, coarse * half)]
     (_, _, e_lo), (_, _, e_mid), (_, _, e_hi) = trials
     curvature = e_lo - 2 * e_mid + e_hi
     if curvature > 0:
         offset = 0.5 * (e_lo - e_hi) / curvature  # in half-steps, from the middle weight
         if 0.1 < abs(offset) < 1:
             w = coarse * half**offset
-            trials.append((w, *score(w, [x_first] * len(data))))
-    weight, xs, _ = min(trials, key=lambda t: t[2])
-    return xs[0], weight
+            trials.append(trial(w))
+    weight, x, _ = min(trials, key=lambda t: t[2])
+    return x, weight
 
 
 def sure_tv(y: torch.Tensor, operator: LinearOperator, noise_sigma: float, *, n_iter: int = 15,

@@ -118,11 +118,11 @@ ALLOCATORS = {"default": {}, "mmap-1mb": {"MALLOC_MMAP_THRESHOLD_": "1048576"}}
 
 
 def subprocess_runner(src: Path, *, threads: int, options: dict | None = None, python: str = sys.executable,
-                      timeout_s: float = 3600.0, env: dict | None = None) -> Runner:
+                      timeout_s: float = 3600.0, extra_env: dict | None = None) -> Runner:
     """A :data:`Runner` that restores in a fresh process importing napari-svi from ``src`` (:mod:`._clip_worker`).
 
     ``options``: keyword arguments of that code's ``restore`` (JSON values); nothing else is set
-    but ``device="cpu"`` unless given, so each code runs with its own defaults. ``env``: more
+    but ``device="cpu"`` unless given, so each code runs with its own defaults. ``extra_env``: more
     environment variables of the process (an allocator setting of :data:`ALLOCATORS`).
     """
     options = {"device": "cpu", **(options or {})}
@@ -135,7 +135,7 @@ def subprocess_runner(src: Path, *, threads: int, options: dict | None = None, p
                    "options": options, "threads": int(threads)}
             (tmp / "job.json").write_text(json.dumps(job))
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                   "PYTHONPATH": str(src), **(env or {})}
+                   "PYTHONPATH": str(src), **(extra_env or {})}
             done = subprocess.run([python, str(WORKER), str(tmp / "job.json")], env=env, capture_output=True,
                                   text=True, timeout=timeout_s)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -275,8 +275,8 @@ def run_reference_comparison(reference: str = RELEASE, *, frames: int = 16, size
     options = {"reference": dict(reference_options or {}), "current": dict(current_options or {})}
     with tempfile.TemporaryDirectory(prefix="napari-svi-reference-") as tmp:
         src, name = source_folder(reference, Path(tmp))
-        runners = {"reference": subprocess_runner(src, threads=threads, options=options["reference"], env=env),
-                   "current": subprocess_runner(current_source(), threads=threads, options=options["current"], env=env)}
+        runners = {"reference": subprocess_runner(src, threads=threads, options=options["reference"], extra_env=env),
+                   "current": subprocess_runner(current_source(), threads=threads, options=options["current"], extra_env=env)}
         if progress:
             progress(f"side by side: {name} (reference) and the current code ({current_source()}), "
                      f"{frames} x {size} x {size}, {threads} thread(s), {repeats} rounds")

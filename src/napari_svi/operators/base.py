@@ -67,7 +67,8 @@ class LinearOperator:
 
     # -- data held by the operator --------------------------------------------------------------
     def _register(self, name: str, tensor: torch.Tensor) -> None:
-        """Keep ``tensor`` (float64/complex128/int64, CPU) as a master copy under ``name``."""
+        """Keep ``tensor`` (float64/complex128/int64, CPU; float32 where its values are exact in it, as 0/1
+        masks) as a master copy under ``name``."""
         self._masters[name] = tensor.detach().cpu()
 
     def _buffer(self, name: str, device, dtype: torch.dtype) -> torch.Tensor:
