@@ -77,6 +77,12 @@ def _stage(name: str, windows: int | None = None) -> dict:
     return {"stage": name, "step": 0, "total": None, "estimate": None, "stack": None, "window": None, "windows": windows}
 
 
+#: Pixels per network call on the CPU. Chunks of about this size are about twice as fast as one large batch
+#: (16 x 128 x 128); 49152 (three 128 x 128 frames) instead of 65536 lowers a default restore's peak memory
+#: by a quarter at the same speed (benchmarks/results/speed/memory_2026-12-03: with a fixed 1 MB mmap
+#: threshold 170 -> about 147 MB above the start, 32768 gave 124 MB but cost about 10 % in time).
+CPU_PIXELS_PER_CALL = 49152
+
 class _Restoration:
     """Everything a restore needs, set up and checked before the first step (see :func:`iter_restore`)."""
 
@@ -120,10 +126,9 @@ class _Restoration:
         self.plan: Plan = plan_restore(spec, (t_m, h_m, w_m), true_frames, window=window, overlap=window_overlap,
                                        margin=window_margin, memory_budget=budget, size_multiple=prior_obj.size_multiple)
         if not isinstance(prior_obj, TiledPrior):
-            # Frames go through the network in chunks: on the CPU about 64k pixels per call is about
-            # twice as fast as one large batch (measured on 16 x 128 x 128); on CUDA the wrapper adds the
+            # Frames go through the network in chunks (CPU_PIXELS_PER_CALL); on CUDA the wrapper adds the
             # retry on out-of-memory. Frames are independent images, so chunking does not change eps.
-            prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=65536 if self.device.type == "cpu" else None)
+            prior_obj = TiledPrior(prior_obj, max_pixels_per_batch=CPU_PIXELS_PER_CALL if self.device.type == "cpu" else None)
         self.prior = prior_obj
         self.spec, self.sigmas, self.solver = spec, sigmas, PieceSolver(start, start_t, blend)
         self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]

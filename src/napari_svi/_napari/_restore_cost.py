@@ -17,7 +17,7 @@ from dataclasses import dataclass
 SECONDS_PER_MEGAPIXEL_NFE = {"cpu": 16.0, "cuda": 0.04}
 # bytes per solved pixel of one window: CG vectors, estimates, noise, network activations
 BYTES_PER_SOLVED_PIXEL = {"cpu": 400, "cuda": 1800}
-CPU_NETWORK_BYTES = 600 * 2**20  # on the CPU the network runs in chunks of 65536 pixels
+CPU_NETWORK_BYTES = 600 * 2**20  # on the CPU the network runs in chunks (restore.CPU_PIXELS_PER_CALL): bounded
 LONG_RUN_SECONDS = 3600.0
 
 

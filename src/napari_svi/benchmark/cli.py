@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
                    help="CPU threads of PyTorch (default: PyTorch's choice); recorded with the results")
     q.add_argument("--max-pixels", type=int, default=None,
                    help="svi/independent: at most this many pixels per network call (same result; on a CPU about "
-                   "65536 is faster than whole stacks); default: restore's default")
+                   "50000 is faster than whole stacks); default: restore's default")
     q.add_argument("--featured-task", default=None, choices=list(TASKS), metavar="TASK",
                    help="task shown in figure.png (default: temporal-box7-noisy)")
     q.add_argument("--save-stacks", action="store_true",
