@@ -78,9 +78,9 @@ def _stage(name: str, windows: int | None = None) -> dict:
 
 
 #: Pixels per network call on the CPU. Chunks of about this size are about twice as fast as one large batch
-#: (16 x 128 x 128); 49152 (three 128 x 128 frames) instead of 65536 lowers a default restore's peak memory
-#: by a quarter at the same speed (benchmarks/results/speed/memory_2026-12-03: with a fixed 1 MB mmap
-#: threshold 170 -> about 147 MB above the start, 32768 gave 124 MB but cost about 10 % in time).
+#: (16 x 128 x 128). 49152 (three 128 x 128 frames) instead of 65536: a default restore's live peak 170 ->
+#: 156 MB above its start, the release's 154 MB (benchmarks/results/speed/memory_2026-12-03; in-process,
+#: one run each: time 19.5-21.0 s -> 20.9-21.1 s); 32768 gave 124 MB but about 10 % more time.
 CPU_PIXELS_PER_CALL = 49152
 
 class _Restoration:
