@@ -75,14 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("whole frame", {}), (f"{args.tile}-px tiles", {"memory_budget": budget})]
     if args.whole_samples > 1:
         runs.append((f"whole frame, mean of {args.whole_samples} samples", {"samples": args.whole_samples}))
-    cover = None
+    cover = coverage(spec, y.shape, budget, prior.size_multiple)
     for name, extra in runs:
         t0 = time.perf_counter()
         result = restore(y, spec, **kw, **extra)
         rows[name] = {"psnr_db": psnr(result.restored, clean, peak), "seconds": round(time.perf_counter() - t0, 1),
                       "tiles": result.metadata["tiles"]}
-        if cover is None:
-            cover = coverage(spec, y.shape, budget, prior.size_multiple)
         # the PSNR over the pixels that 1, 2, 4 ... tiles solve (overlapping tiles are blended there)
         rows[name]["psnr_db_by_tile_coverage"] = {
             str(int(c)): psnr(result.restored[:, cover == c], clean[:, cover == c], peak) for c in np.unique(cover)}

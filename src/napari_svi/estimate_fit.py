@@ -81,26 +81,12 @@ def spectral_table(y01: np.ndarray, noise_sigma: float, rings: int = RING_COUNT)
     return SpectralTable(power[:, used], count[used], centres[used], np.arange(t) / (2 * t), float(noise_sigma) ** 2)
 
 
-def temporal_gain2(kernel: np.ndarray | None, frames: int) -> np.ndarray:
-    """Squared DCT-II gains ``H_t(f)^2`` of a temporal kernel (centre ``L // 2``) with mirrored ends.
-
-    Exact for odd (symmetric) kernels; an even box is taken as centred between two frames (its
-    magnitude response). :func:`temporal_mixing` is exact for every kernel.
-    """
-    if kernel is None:
-        return np.ones(frames)
-    kernel = np.asarray(kernel, dtype=np.float64)
-    offsets = np.arange(kernel.size) - kernel.size // 2 + (0.5 if kernel.size % 2 == 0 else 0.0)
-    gain = np.cos(np.pi * np.arange(frames)[:, None] * offsets[None, :] / frames) @ kernel
-    return gain * gain
-
-
 def temporal_mixing(kernel: np.ndarray | None, frames: int) -> np.ndarray:
     """How a temporal blur moves power between DCT-II frequencies: ``M_ij = (D A D^T)_ij^2``, ``(T, T)``.
 
     ``A`` is the project's forward model in time (:func:`napari_svi.operators.temporal.temporal_matrix`,
     mirrored ends) and ``D`` the orthonormal DCT-II. For an odd (symmetric) kernel ``M`` is diagonal, the
-    squared gains of :func:`temporal_gain2`. An even kernel sits half a frame off the frame grid (one
+    squared gains ``(sum_j h_j cos(pi k j / T))^2`` over its offsets ``j``. An even kernel sits half a frame off the frame grid (one
     frame more before a frame than after), so it also leaks power into neighbouring frequencies and
     fills in part of the zeros of its box: the expected power of a stack with independent coefficients of
     power ``P`` is ``M @ P``. Modelling even boxes by their magnitude response alone lost 4, 6 and 8

@@ -83,6 +83,7 @@ def _stage(name: str, windows: int | None = None) -> dict:
 #: one run each: time 19.5-21.0 s -> 20.9-21.1 s); 32768 gave 124 MB but about 10 % more time.
 CPU_PIXELS_PER_CALL = 49152
 
+
 class _Restoration:
     """Everything a restore needs, set up and checked before the first step (see :func:`iter_restore`)."""
 

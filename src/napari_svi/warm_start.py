@@ -240,17 +240,14 @@ class PieceSolver:
         seen = (operator.observed(torch.ones_like(y)) != 0).all(dim=1).cpu().numpy()  # (T, H, W)
         # fold k holds out the entries drawn in [k f, (k + 1) f); the piece's own unobserved entries stay out too
         draw = np.random.default_rng(HOLDOUT_SEED).random(seen.shape)
-        fold_of = np.full(seen.shape, TV_FOLDS, dtype=np.uint8)
-        for k in range(TV_FOLDS):
-            fold_of[(draw >= k * HOLDOUT_FRACTION) & (draw < (k + 1) * HOLDOUT_FRACTION)] = k
-        del draw  # float64: eight bytes per entry for the whole piece
         folds = []
         for k in range(TV_FOLDS):
-            drawn = fold_of == k
+            drawn = (draw >= k * HOLDOUT_FRACTION) & (draw < (k + 1) * HOLDOUT_FRACTION)
             folds.append((Mask(seen & ~drawn, out) @ operator, torch.from_numpy(seen & drawn)[:, None].to(y.device).expand(out)))
+        del draw, drawn, seen  # float64 and bool per entry of the piece, not needed past the folds
         held_out, held = folds[0]  # the blend's held-out solve
         tv_h, x_tv = self._tv(y, operator, folds, noise_sigma)
-        del folds, fold_of, seen  # the other folds served the TV weight only
+        del folds  # the other folds served the TV weight only
         if self.blend == "cv":
             # with fewer pixels per frame than the stack (downsampling) the held-out block means cannot tell an
             # early-stopped, smooth Richardson-Lucy from detail: it took half the weight and cost 0.4 dB on sr4
