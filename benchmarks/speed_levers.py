@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import statistics
 import time
 
@@ -45,6 +46,11 @@ def make_variant(name: str, x: torch.Tensor, t: torch.Tensor):
     if name in ("default", "chunk16k", "whole"):
         pixels = {"default": 65536, "chunk16k": 16384, "whole": x[0].numel() * x.shape[0]}[name]
         tiled = TiledPrior(_prior(), max_pixels_per_batch=pixels)
+        return lambda: tiled.predict_noise(x, t)
+    sized = re.fullmatch(r"(chunk|cl)(\d+)k", name)
+    if sized:  # TiledPrior as restore runs it, at chunks of N x 1024 pixels, channels-last for "cl"
+        tiled = TiledPrior(_prior(), max_pixels_per_batch=int(sized[2]) * 1024,
+                           channels_last=sized[1] == "cl")
         return lambda: tiled.predict_noise(x, t)
     net = _prior().network.eval()
     if name == "channels_last":
@@ -104,7 +110,7 @@ def make_variant(name: str, x: torch.Tensor, t: torch.Tensor):
         options.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = rt.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
         return _chunked(lambda a, b: torch.from_numpy(session.run(None, {"x": a.numpy(), "t": b.numpy()})[0]), x, t, per)
-    raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}, chunkNk, clNk (N x 1024 pixels)")
 
 
 VARIANTS = ("default", "chunk16k", "whole", "channels_last", "bfloat16", "float16", "jit_freeze", "compile", "inplace",

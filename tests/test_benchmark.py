@@ -73,6 +73,17 @@ def test_gradient_adjoint():
     assert float(lhs) == pytest.approx(float(rhs), rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(5, 1, 6, 7), (1, 1, 4, 3), (3, 2, 1, 5)])
+@pytest.mark.parametrize("weight", [1.0, 0.7, 0.0])
+def test_gradient_normal_is_the_adjoint_of_the_gradient_of_the_gradient(shape, weight):
+    from napari_svi.classical import gradient_normal
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = baselines.gradient_adjoint(baselines.gradient(x, weight), weight)
+    torch.testing.assert_close(gradient_normal(x, weight), expected, rtol=0, atol=1e-12)
+    assert float((x * gradient_normal(x, weight)).sum()) >= 0  # D^T D is positive semi-definite
+
+
 def test_measurement_estimate_interpolates_time_and_space():
     truth = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 8, 8), np.float32)
     spec = OperatorSpec(temporal_subsample=2)

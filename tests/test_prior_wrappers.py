@@ -125,12 +125,17 @@ def test_cuda_graph_prior_replays_what_the_network_computes():
 def test_tiled_prior_channels_last_on_the_cpu_gives_the_same_eps():
     inner = CountingPrior()
     x, t = torch.randn(3, 1, 16, 16), torch.tensor([1, 500, 999])
-    plain = TiledPrior(inner).predict_noise(x, t)
-    cl = TiledPrior(inner, channels_last=True)
-    torch.testing.assert_close(cl.predict_noise(x, t), plain, rtol=1e-4, atol=1e-5)
+    plain = TiledPrior(inner, channels_last=False).predict_noise(x, t)
     conv = next(m for m in inner.network.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
                 and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous()  # False left the weights as they were
+    cl = TiledPrior(inner, channels_last=True)
+    torch.testing.assert_close(cl.predict_noise(x, t), plain, rtol=1e-4, atol=1e-5)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
-    assert TiledPrior(inner).channels_last is None
+    default = TiledPrior(CountingPrior())
+    assert default.channels_last is None
+    # the default: channels-last on the CPU and CUDA (measured faster on both), not on other devices
+    assert default._use_channels_last(x) and default._use_channels_last(torch.empty(1, device="meta")) is False
+    torch.testing.assert_close(default.predict_noise(x, t), plain, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="channels_last"):
         TiledPrior(inner, channels_last="yes")

@@ -44,6 +44,20 @@ def gradient_adjoint(p: torch.Tensor, temporal_weight: float = 1.0) -> torch.Ten
     return out
 
 
+def gradient_normal(x: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """``D^T D x``: :func:`gradient_adjoint` of :func:`gradient` (minus the Neumann Laplacian) without the
+    ``(3, T, C, H, W)`` stack of differences in between: about half the time of the two (the TV term of
+    every CG step of the TV estimate). Equal to the composition up to rounding."""
+    out = torch.zeros_like(x)
+    for dim in (0, 2, 3):
+        d = torch.diff(x, dim=dim)
+        if dim == 0 and temporal_weight != 1.0:
+            d.mul_(temporal_weight * temporal_weight)
+        out.narrow(dim, 0, d.shape[dim]).sub_(d)
+        out.narrow(dim, 1, d.shape[dim]).add_(d)
+    return out
+
+
 def tv_admm_steps(
     y: torch.Tensor,
     operator: LinearOperator,
@@ -91,7 +105,7 @@ def tv_admm_steps(
     u = torch.zeros_like(z)
 
     def normal(v: torch.Tensor) -> torch.Tensor:
-        return operator.normal(v) + rho * gradient_adjoint(gradient(v, temporal_weight), temporal_weight)
+        return operator.normal(v) + rho * gradient_normal(v, temporal_weight)
 
     threshold = weight / rho
     for i in range(n_iter):

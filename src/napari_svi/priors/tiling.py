@@ -46,8 +46,10 @@ class TiledPrior(DiffusionPrior):
     min_tile_size : int
         Out-of-memory retries give up below this tile size.
     channels_last : bool or None
-        Run the network on channels-last tensors; ``None`` (default): on CUDA only. On a CPU it was
-        0.7x to 1.15x of the default in five measurements (``benchmarks/results/speed/levers.md``).
+        Run the network on channels-last tensors; ``None`` (default): on CUDA and on the CPU, not on
+        other devices (Apple's MPS: unmeasured). On this project's 2-core CPU, quiet, it was 1.15x to
+        1.27x of the contiguous layout at 1 and 2 threads (2026-12-03), eps within 1.3e-5; under heavy
+        load earlier it ranged 0.7x to 1.15x (``benchmarks/results/speed/levers.md``).
 
     The wrapper's ``size_multiple`` is the network's, and the wrapper pads nothing: a frame side
     that one tile covers (every side when ``tile_size`` is None) must be a multiple of it. A side
@@ -85,7 +87,7 @@ class TiledPrior(DiffusionPrior):
         self.precision = precision
         self.min_tile_size = max(int(min_tile_size), m)
         if channels_last not in (None, True, False):
-            raise ValueError(f"channels_last must be None (on CUDA only), True or False, got {channels_last!r}")
+            raise ValueError(f"channels_last must be None (on CUDA and the CPU), True or False, got {channels_last!r}")
         self.channels_last = channels_last
         self._channels_last = False
         self._last_call: tuple[int, int] = (0, 0)  # (frames, pixels per frame) of the latest network call
@@ -169,7 +171,7 @@ class TiledPrior(DiffusionPrior):
         return torch.cat([self._network(x[i : i + per], t[i : i + per]) for i in range(0, n, per)])
 
     def _use_channels_last(self, x: torch.Tensor) -> bool:
-        return x.device.type == "cuda" if self.channels_last is None else self.channels_last
+        return x.device.type in ("cuda", "cpu") if self.channels_last is None else self.channels_last
 
     def _network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self._use_channels_last(x):
