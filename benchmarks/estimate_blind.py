@@ -169,7 +169,7 @@ def calibrate(records: list[dict]) -> dict:
     from napari_svi.estimate import DEFAULT_RULES, decide
 
     grids = {0: {"gaussian_margin": (-0.4, -0.3, -0.2, -0.1, 0.0, 0.1), "none_margin": (0.0, 0.1, 0.2, 0.3),
-                 "min_temporal_sigma": (0.3, 0.35, 0.4, 0.45), "native_temporal_sigma": (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
+                 "min_temporal_sigma": (0.3, 0.35, 0.4, 0.45)},
              1: {"native_spatial_sigma": (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), "min_spatial_sigma": (0.4, 0.5, 0.6, 0.7, 0.8)}}
 
     def rate(rules, which: int) -> float:

@@ -54,14 +54,8 @@ class DecisionRules:
     gaussian_margin: float = -0.3
     #: "none" unless the best blur is more likely than no blur by this margin.
     none_margin: float = 0.2
-    #: Temporal Gaussians below this sigma (frames, after the native temporal blur is taken out) are "none".
+    #: Temporal Gaussians below this sigma (frames) are reported as "none".
     min_temporal_sigma: float = 0.4
-    #: Temporal blur the spectral model reads into stacks that have none (frames, Gaussian sigma): the
-    #: temporal Gaussian reported is the fitted one less this, in quadrature (as the spatial native
-    #: blur below). Drifting stills with spatial blur read as Gaussians of 0.5-1 frames in time: under
-    #: rigid drift a spatial blur of ``s`` px is, along the motion, a temporal blur of ``s / speed``
-    #: frames, and the ring-averaged spectrum does not see the direction. Boxes are not corrected.
-    native_temporal_sigma: float = 0.0
     #: Blur every microscope image already has (pixels): the spatial PSF reported is the fitted one
     #: less this, in quadrature, because the prior learnt images that have it. Its spread over the
     #: calibration clips, ``native_spatial_range``, widens the spatial interval.
@@ -192,24 +186,21 @@ def decide(scores: dict, rules: DecisionRules = DEFAULT_RULES) -> tuple[str, str
     blur_nll = box["nll"] if use_box else gauss["nll"]
     kind_margin = abs((gauss["nll"] - box["nll"]) if box is not None else math.inf)
     none_margin = scores["none"] - blur_nll
-    g_sigma = _less_native(gauss["sigma"], rules.native_temporal_sigma)
-    if none_margin <= rules.none_margin or (not use_box and g_sigma < rules.min_temporal_sigma):
+    if none_margin <= rules.none_margin or (not use_box and gauss["sigma"] < rules.min_temporal_sigma):
         temporal = "none"
         near = [c for c, v in profile.items() if v <= scores["none"] + rules.interval_margin]
     elif use_box:
         temporal = f"uniform:{box['frames']}"
         near = [c for c, v in profile.items() if c.startswith("uniform") and v <= box["nll"] + rules.interval_margin]
     else:
-        temporal = _gaussian(g_sigma)
+        temporal = _gaussian(gauss["sigma"])
         near = [c for c, v in profile.items() if c.startswith("gaussian") and v <= gauss["nll"] + rules.interval_margin]
-    values = sorted({_less_native(float(c.split(":")[1]), rules.native_temporal_sigma) if c.startswith("gaussian")
-                     else float(c.split(":")[1]) for c in near if c != "none"} | (
-                        {float(temporal.split(":")[1])} if temporal != "none" else set()))
+    values = sorted({float(c.split(":")[1]) for c in [*near, temporal] if c != "none"})
     t_conf = {"kind": temporal.split(":")[0], "interval": [values[0], values[-1]] if values else None,
               "unit": "frames" if temporal.startswith("uniform") else "frames (sigma)",
               "margin_over_none": round(none_margin, 3), "margin_over_other_kind": round(kind_margin, 3),
               "level": _level(min(abs(none_margin), kind_margin if temporal != "none" else math.inf)),
-              "alternative": _alternative(temporal, box, g_sigma, rules.min_temporal_sigma)}
+              "alternative": _alternative(temporal, box, gauss)}
     fitted = scores["spatial_sigma_fit"]
     excess = math.sqrt(max(fitted**2 - rules.native_spatial_sigma**2, 0.0))
     spatial = "none" if excess < rules.min_spatial_sigma else _gaussian(excess)
@@ -222,11 +213,6 @@ def decide(scores: dict, rules: DecisionRules = DEFAULT_RULES) -> tuple[str, str
               "margin_over_none": round(scores["spatial_none"] - scores["spatial_best"], 3),
               "level": _interval_level(spatial, lo, hi, rules.min_spatial_sigma)}
     return temporal, spatial, {"temporal_psf": t_conf, "spatial_psf": s_conf}
-
-
-def _less_native(sigma: float, native: float) -> float:
-    """A fitted Gaussian sigma less the native one, in quadrature (0 when the fit is below it)."""
-    return math.sqrt(max(sigma * sigma - native * native, 0.0))
 
 
 def _short_box(candidate: str) -> bool:
@@ -242,11 +228,10 @@ def _interval_level(spec: str, lo: float, hi: float, minimum: float) -> str:
     return "high" if width <= 0.3 else "medium" if width <= 0.6 else "low"
 
 
-def _alternative(chosen: str, box: dict | None, g_sigma: float, min_sigma: float) -> str | None:
-    """The best candidate of the other blur kind, which the data could not rule out (a Gaussian less
-    the native temporal blur; "none" when that is below ``min_sigma``)."""
+def _alternative(chosen: str, box: dict | None, gauss: dict) -> str | None:
+    """The best candidate of the other blur kind, which the data could not rule out."""
     if chosen.startswith("uniform"):
-        return _gaussian(g_sigma) if g_sigma >= min_sigma else "none"
+        return _gaussian(gauss["sigma"])
     return f"uniform:{box['frames']}" if box is not None else None
 
 
