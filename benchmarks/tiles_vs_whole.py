@@ -37,6 +37,9 @@ def coverage(spec, shape, budget: int, size_multiple: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", default="nuclei", choices=("nuclei", "actin", "mito", "walls"),
+                        help="nuclei: the held-out time-lapse crop (--top, --left); actin, mito, walls: the "
+                             "realistic suite's drifting held-out crops (napari_svi.benchmark.suite.load_clip)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--top", type=int, default=192, help="first row of the crop")
@@ -62,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     from napari_svi.priors.loading import load_prior
 
     torch.set_num_threads(args.threads)
-    clean = load_heldout_timelapse()[: args.frames, args.top : args.top + args.size, args.left : args.left + args.size]
+    if args.clip == "nuclei":
+        clean = load_heldout_timelapse()[: args.frames, args.top : args.top + args.size, args.left : args.left + args.size]
+        where = f"heldout nuclei [:{args.frames}, {args.top}:+{args.size}, {args.left}:+{args.size}]"
+    else:
+        from napari_svi.benchmark.suite import load_clip
+
+        clean = load_clip(args.clip, args.frames, args.size)[0]
+        where = f"suite {args.clip} (held-out, drifting), {args.frames} x {args.size} x {args.size}"
     clean = clean.astype(np.float32)
     peak = float(clean.max() - clean.min())
     spec = OperatorSpec(temporal_psf=f"uniform:{args.box}")
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             str(int(c)): psnr(result.restored[:, cover == c], clean[:, cover == c], peak) for c in np.unique(cover)}
     names = list(rows)
     rows["difference_db"] = rows[names[2]]["psnr_db"] - rows[names[1]]["psnr_db"]
-    record = {"clip": f"heldout nuclei [:{args.frames}, {args.top}:+{args.size}, {args.left}:+{args.size}]",
+    record = {"clip": where,
               "degradation": f"uniform:{args.box}, noise {args.noise} of range", "steps": args.steps,
               "gamma": args.gamma, "start": args.start, "blend": args.blend, "eta": result.metadata.get("eta"), "threads": args.threads, "results": rows}
     print(json.dumps(record, indent=1))
