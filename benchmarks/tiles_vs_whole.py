@@ -1,7 +1,8 @@
 """A restore cut into spatial tiles against the whole-frame restore, on a real clip.
 
 Crops ``--frames`` x ``--size`` x ``--size`` pixels of the held-out real nuclei time-lapse that ships
-with the package, degrades it (temporal box of ``--box`` frames, Gaussian noise ``--noise`` on the
+with the package (or, with ``--clip actin|mito|walls``, takes the realistic suite's drifting held-out
+crop of that structure), degrades it (temporal box of ``--box`` frames, Gaussian noise ``--noise`` on the
 [0, 1] scale of the clip's range), and restores it with the bundled prior twice: whole frames, and
 cut into ``--tile``-pixel spatial tiles (a ``memory_budget`` that fits exactly such a tile). Prints
 the PSNR of the measurement and of both restores against the clean clip and writes them as JSON.
@@ -36,8 +37,10 @@ def coverage(spec, shape, budget: int, size_multiple: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_svi.benchmark.suite import SUITE_CLIPS, load_clip
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", default="nuclei", choices=("nuclei", "actin", "mito", "walls"),
+    parser.add_argument("--clip", default="nuclei", choices=tuple(SUITE_CLIPS),
                         help="nuclei: the held-out time-lapse crop (--top, --left); actin, mito, walls: the "
                              "realistic suite's drifting held-out crops (napari_svi.benchmark.suite.load_clip)")
     parser.add_argument("--frames", type=int, default=8)
@@ -69,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         clean = load_heldout_timelapse()[: args.frames, args.top : args.top + args.size, args.left : args.left + args.size]
         where = f"heldout nuclei [:{args.frames}, {args.top}:+{args.size}, {args.left}:+{args.size}]"
     else:
-        from napari_svi.benchmark.suite import load_clip
-
         clean = load_clip(args.clip, args.frames, args.size)[0]
         where = f"suite {args.clip} (held-out, drifting), {args.frames} x {args.size} x {args.size}"
     clean = clean.astype(np.float32)
