@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_svi.blend import apply_band, band_weights, blend_weights, temporal_bands
 from napari_svi.classical import discrepancy_tv, measurement_start
 from napari_svi.operators.base import Identity
 from napari_svi.operators.spatial import Mask
 from napari_svi.priors.base import GaussianPrior
 from napari_svi.restore import restore
 from napari_svi.schedules import alphas_cumprod
-from napari_svi.warm_start import (
-    DEFAULT_START_T,
-    PieceSolver,
-    apply_band,
-    band_weights,
-    blend_weights,
-    check_start,
-    temporal_bands,
-)
+from napari_svi.warm_start import DEFAULT_START_T, PieceSolver, check_start
 
 
 def _smooth_stack(shape=(4, 1, 32, 32), seed=0):

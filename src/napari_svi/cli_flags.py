@@ -97,7 +97,7 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
                    help="timestep (1-999) of the warm start (default: 200)")
     p.add_argument("--blend", choices=("cv", "none"), default="cv",
                    help="cv: blend the result with the TV estimate by weights chosen on 10%% held-out measurements, "
-                   "one per band of temporal frequency; none: the sampler's result (default: cv)")
+                   "one per band of temporal frequency and 64-px region; none: the sampler's result (default: cv)")
     p.add_argument("--eta", type=eta_arg, default="auto",
                    help="DDIM stochasticity in [0, 1], or 'auto': 1 with noise, 0.15 (the paper's) without (default: auto)")
     p.add_argument("--cg-steps", type=int, default=5, help="CG iterations per step (default: 5)")

@@ -353,7 +353,8 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
     blend : str
         ``"cv"`` (default, with ``start="tv"`` and noisy data): the result is ``x_tv + w (x_svi - x_tv)``
         with ``w`` in [0, 1] chosen per piece on 10 % held-out measurements, one ``w`` per band of
-        temporal frequency (:func:`napari_svi.warm_start.band_weights`; with one sample the held-out
+        temporal frequency (:func:`napari_svi.blend.band_weights`) and, in frames larger than 64 px,
+        per 64-px region (:class:`napari_svi.blend.RegionalBlend`; with one sample the held-out
         run is the result, with several one more sampler run per piece); ``"none"``: the sampler's
         result as it is.
     callback : callable, optional

@@ -12,7 +12,8 @@
   them in the realistic suite, but still 0 under a spatial blur). The restore is therefore
   ``x_tv + w_rl (x_rl - x_tv) + w (x_svi - x_tv)``, with Richardson-Lucy as a third estimate where
   the operator is nonnegative and keeps the frame size (not with downsampling), and the weights
-  (``>= 0``, sum ``<= 1``) chosen by cross-validation: the piece is solved once more with
+  (``>= 0``, sum ``<= 1``, :mod:`napari_svi.blend`; per 64-px region of a larger frame,
+  :class:`napari_svi.blend.RegionalBlend`) chosen by cross-validation: the piece is solved once more with
   :data:`HOLDOUT_FRACTION` of its measured entries held out, and the weights are the least-squares
   fit of the held-out entries (:func:`blend_weights`). The sampler's share is then refitted per band of
   temporal frequency (:data:`BAND_EDGES`, :func:`band_weights`): the measurement shows the slow part of a
@@ -31,11 +32,14 @@ Noiseless data give no noise level for the TV weight: such pieces start from noi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from . import blend as _blend
+from .blend import BAND_EDGES, RegionalBlend, apply_band, band_weights, blend_weights, temporal_bands
 from .classical import (
     discrepancy_tv,
     holdout_rl,
@@ -47,7 +51,7 @@ from .classical import (
     tv_admm,
 )
 from .operators.base import ComposedOperator
-from .operators.spatial import Mask, SpatialConvolution
+from .operators.spatial import Downsample, Mask, SpatialConvolution
 from .operators.temporal import TemporalOperator
 from .sampler import INTERPOLATE, fill_unseen, svi_steps, unseen_frames
 from .validation import check_positive_int
@@ -69,9 +73,6 @@ REUSE_HELD_OUT = True
 TV_FOLDS = 3
 #: How a piece's TV weight is chosen (:func:`tv_rule`).
 TV_RULES = ("held-out", "sure", "discrepancy")
-#: Upper temporal frequencies (cycles per frame) of the blend's bands: the temporal mean, the slow changes up to
-#: 0.1, and the rest (:func:`temporal_bands`). ``()`` fits one weight for the whole sampler correction.
-BAND_EDGES = (0.0, 0.1)
 #: Recorded (``metadata["sampler_weight_zero"]``) when every piece's blend gave the sampler no weight.
 SAMPLER_WEIGHT_ZERO = ("the held-out blend gave the diffusion sampler weight 0 in every piece: the result is the "
                        "classical estimate (TV / Richardson-Lucy), and the samples' spread (std, uncertainty) is zero "
@@ -109,91 +110,10 @@ def tv_rule(operator) -> str:
     return "held-out" if blurs else "sure"
 
 
-def blend_weights(y: torch.Tensor, operator, held: torch.Tensor, base: torch.Tensor,
-                  others: list[torch.Tensor]) -> list[float]:
-    """Weights ``w_i >= 0``, ``sum w_i <= 1``, of ``base + sum_i w_i (others_i - base)`` that best predict
-    the entries ``held`` of ``y`` (least squares; one or two others): every face of the simplex is
-    fitted and the feasible fit with the smallest held-out residual is kept."""
-    r = (y - operator.forward(base))[held].double()
-    d = [(operator.forward(o) - operator.forward(base))[held].double() for o in others]
-    n = len(d)
-
-    def fit(directions: list[int], offset=None):
-        """Least squares over ``directions`` (indices into d), from ``base`` or from vertex ``offset``."""
-        rr = r if offset is None else r - d[offset]
-        cols = [d[i] if offset is None else d[i] - d[offset] for i in directions]
-        if not cols:
-            return rr
-        m = torch.stack(cols, dim=1)
-        coef = torch.linalg.lstsq(m, rr[:, None]).solution[:, 0] if float(m.square().sum()) > 0 else torch.zeros(len(cols), dtype=rr.dtype)
-        return coef
-
-    candidates = [[0.0] * n]
-    for subset in ([[i] for i in range(n)] + ([list(range(n))] if n > 1 else [])):
-        coef = fit(subset)
-        w = [0.0] * n
-        for i, c in zip(subset, coef.tolist(), strict=True):
-            w[i] = c
-        candidates.append(w)
-    if n == 2:  # the edge w_0 + w_1 = 1
-        t = float(fit([1], offset=0)[0])
-        candidates.append([1 - t, t])
-    for i in range(n):  # every vertex
-        candidates.append([1.0 if j == i else 0.0 for j in range(n)])
-    feasible = [w for w in candidates if min(w) >= -1e-12 and sum(w) <= 1 + 1e-12]
-
-    def residual(w):
-        return float((r - sum(wi * di for wi, di in zip(w, d, strict=True))).square().sum())
-
-    best = min(feasible, key=residual)
-    return [float(min(max(wi, 0.0), 1.0)) for wi in best]
-
-
-def temporal_bands(frames: int, edges=BAND_EDGES, device=None, dtype=torch.float32) -> list[torch.Tensor]:
-    """Projections ``(frames, frames)`` onto bands of temporal frequency: DCT-II coefficient ``k`` of
-    ``frames`` frames is at ``k / (2 frames)`` cycles per frame, and band ``b`` holds the coefficients
-    above ``edges[b - 1]`` up to ``edges[b]`` (the first, at 0, is the temporal mean; the last runs to
-    the Nyquist frequency). Empty bands are dropped; the projections sum to the identity."""
-    from scipy.fft import dct
-
-    basis = dct(np.eye(frames), type=2, norm="ortho", axis=0).T  # orthonormal DCT-II: columns are the basis vectors
-    freq = np.arange(frames) / (2.0 * frames)
-    bounds = [-1.0, *edges, np.inf]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        idx = np.flatnonzero((freq > lo) & (freq <= hi))
-        if idx.size:
-            b = basis[:, idx]
-            out.append(torch.as_tensor(b @ b.T, dtype=dtype, device=device))
-    return out
-
-
-def apply_band(projection: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``projection`` (frames x frames) applied along the first (time) axis of ``x``."""
-    return torch.einsum("st,t...->s...", projection.to(x.dtype), x)
-
-
-def band_weights(y: torch.Tensor, operator, held: torch.Tensor, base: torch.Tensor, correction: torch.Tensor,
-                 bands: list[torch.Tensor], upper: float) -> list[float]:
-    """One weight in ``[0, upper]`` per temporal band of the sampler's ``correction`` (of ``base``): the
-    bounded least-squares fit of the held-out entries ``held`` of ``y`` by ``base + sum_b w_b band_b(correction)``.
-
-    One weight for the whole correction is fitted where the forward model keeps (the temporal mean) and
-    says nothing of where the prior helps (a temporal PSF damps the fast changes, which the measurement
-    barely sees): on a nuclei clip with a box of 7 frames, 0.28 where the weight best for the image is
-    0.96. A temporal PSF scales each band of temporal frequency by about one factor, and a factor does
-    not change a least-squares weight, so per band the held-out fit estimates the weight best for the
-    image (there: 0.43 and 1.09 above the mean, against 0.47 and 1.19 from the ground truth)."""
-    from scipy.optimize import lsq_linear
-
-    r = (y - operator.forward(base))[held].double().cpu().numpy()
-    cols = [operator.forward(apply_band(b, correction))[held].double().cpu().numpy() for b in bands]
-    m = np.stack(cols, axis=1)
-    keep = np.flatnonzero(np.square(m).sum(axis=0) > 0)
-    w = np.zeros(len(bands))
-    if keep.size and upper > 0:
-        w[keep] = lsq_linear(m[:, keep], r, bounds=(0.0, upper)).x
-    return [float(min(max(v, 0.0), upper)) for v in w]
+def _downsamples(operator) -> bool:
+    """Whether the forward model bins pixels (its measurement grid is coarser than the frame's)."""
+    parts = operator.operators if isinstance(operator, ComposedOperator) else (operator,)
+    return any(isinstance(p, Downsample) for p in parts)
 
 
 class PieceSolver:
@@ -208,6 +128,8 @@ class PieceSolver:
         self.band_weights: list[list[float]] = []
         self.rl_weights: list[float] = []
         self.rl_iterations: list[int] = []
+        self.region_weights: list[list[dict]] = []
+        self.region_max: list[float | None] = []  # per blended piece, the largest regional sampler weight (None: not regional)
         self.from_noise = 0
 
     def runs(self, noise_sigma: float | None, samples: int) -> int:
@@ -251,8 +173,8 @@ class PieceSolver:
         if self.blend == "cv":
             # with fewer pixels per frame than the stack (downsampling) the held-out block means cannot tell an
             # early-stopped, smooth Richardson-Lucy from detail: it took half the weight and cost 0.4 dB on sr4
-            downsamples = tuple(operator.out_shape)[-2:] != tuple(operator.in_shape)[-2:]
-            rl_h = None if downsamples else holdout_rl(y, held_out, operator, held)
+            # (a Downsample part, not a padded input: frames padded to the network's multiple keep their RL)
+            rl_h = None if _downsamples(operator) else holdout_rl(y, held_out, operator, held)
             for info in svi_steps(prior, y, held_out, start=tv_h, start_t=self.start_t, **kwargs(0)):
                 if not (reuse and info["i"] + 1 == info["steps"]):  # the reused run's last step comes blended
                     yield 0, {**info, "final": False}
@@ -268,16 +190,25 @@ class PieceSolver:
             self.rl_weights.append(round(w_rl, 4))
             if rl_h is not None:
                 self.rl_iterations.append(rl_h[1])
+            regional = self._regional(operator, y, held, tv_h, others[0], rl_h, bands if BAND_EDGES else None, w_rl)
+        else:
+            regional = None
+        if regional is not None:  # the weights as maps over the frame, one set fitted per region
+            w = regional.weight_map("svi", y.device)
+            w_rl = regional.weight_map("rl", y.device) if rl_h is not None else 0.0
+            band_w = None if band_w is None else [regional.weight_map(b, y.device) for b in range(len(bands))]
+        if self.blend == "cv":
+            self.region_max.append(None if regional is None else max(float(v.max()) for v in (band_w or [w])))
         x_cl = x_tv
-        if w_rl > 0:
+        if torch.is_tensor(w_rl) or w_rl > 0:
             x_cl = x_tv + w_rl * (richardson_lucy(operator.observed(y), operator, rl_h[1]) - x_tv)
         unseen = unseen_frames(operator)
 
         def weighted(correction):
             if band_w is None:
                 return w * correction
-            return sum(wb * apply_band(b, correction) for wb, b in zip(band_w, bands, strict=True) if wb > 0) \
-                if max(band_w) > 0 else torch.zeros_like(correction)
+            used = [(wb, b) for wb, b in zip(band_w, bands, strict=True) if float(wb.max() if torch.is_tensor(wb) else wb) > 0]
+            return sum(wb * apply_band(b, correction) for wb, b in used) if used else torch.zeros_like(correction)
 
         def blended(correction):
             if unseen is not None and self.tv_rules[-1] == "sure":
@@ -295,6 +226,17 @@ class PieceSolver:
             for info in svi_steps(prior, y, operator, start=x_tv, start_t=self.start_t, **kwargs(s)):
                 final = info["i"] + 1 == info["steps"]
                 yield s, {**info, "final": final, **({"denoised": blended(info["denoised"] - x_tv)} if final else {})}
+
+    def _regional(self, operator, y, held, tv_h, svi_h, rl_h, bands, w_rl) -> RegionalBlend | None:
+        """Blend weights per :data:`napari_svi.blend.BLEND_REGION`-pixel region of a frame larger than one region
+        (not with downsampling: the held-out block means do not sit on the frame's pixels), recorded."""
+        region = _blend.BLEND_REGION
+        if region is None or max(tuple(operator.out_shape)[-2:]) <= region or _downsamples(operator):
+            return None
+        out = RegionalBlend(operator.observed(y), operator, held, tv_h, svi_h, None if rl_h is None else rl_h[0],
+                            bands, w_rl, region)
+        self.region_weights.append(out.record())
+        return out
 
     def _tv(self, y, operator, folds, noise_sigma) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The TV estimates without and with the held-out entries; the weight by :func:`tv_rule`, recorded.
@@ -351,12 +293,16 @@ class PieceSolver:
             if self.band_weights:
                 out["blend_band_weights"] = self.band_weights
                 out["blend_band_edges"] = list(BAND_EDGES)
-            applied = [max(b) for b in self.band_weights] if self.band_weights else self.blend_weights
+            applied = [max(b) for b in self.band_weights] if self.band_weights else list(self.blend_weights)
+            applied = [a if r is None else r for a, r in itertools.zip_longest(applied, self.region_max[: len(applied)])]
             if max(applied) == 0:
                 out["sampler_weight_zero"] = SAMPLER_WEIGHT_ZERO
             out["blend_rl_weight"] = self.rl_weights
         if self.rl_iterations:
             out["blend_rl_iterations"] = self.rl_iterations
+        if self.region_weights:
+            out["blend_region_px"] = _blend.BLEND_REGION
+            out["blend_region_weights"] = self.region_weights
         if self.from_noise:
             out["start_from_noise"] = f"{self.from_noise} noiseless piece(s): no noise level to set the TV weight"
         return out
