@@ -94,8 +94,9 @@ def _parabola_peak(three: np.ndarray) -> float:
 class _DriftModel:
     """``y_t = crop(sum_j A_tj shift(S, d_j))`` on a canvas of ``size`` pixels: forward, adjoint, drift Jacobian."""
 
-    def __init__(self, mix: np.ndarray, size: int, n: int, margin: int, lowpass_px: float = 0.0):
+    def __init__(self, mix: np.ndarray, size: int, n: int, margin: int, lowpass_px: float = 0.0, smooth: float = 0.0):
         self.mix, self.size, self.n, self.m = mix, size, n, margin
+        self.smooth, self.smooth_weight = smooth, None
         f = np.fft.fftfreq(size) * (2 * math.pi)
         self.fy, self.fx = f[:, None], f[None, :]
         self.lowpass = np.exp(-0.5 * lowpass_px**2 * (self.fy**2 + self.fx**2))  # the data's Gaussian filter
@@ -140,11 +141,27 @@ class _DriftModel:
         jtj = (mix2.T @ mix2) * (g @ g.T)  # sum over frames and pixels, factorised
         jtr = (mix2 * (residual.reshape(t, -1) @ g.T)).sum(axis=0)
         jtj += 1e-6 * np.trace(jtj) / jtj.shape[0] * np.eye(jtj.shape[0])
+        if self.smooth > 0:  # a smooth drift: a penalty on its second differences, weighed against the data
+            self.smooth_weight = self.smooth * float(np.trace(jtj)) / jtj.shape[0]
+            k = np.kron(_second_differences(t).T @ _second_differences(t), np.eye(2))
+            jtj = jtj + self.smooth_weight * k
+            jtr = jtr + self.smooth_weight * k @ self.path.reshape(-1)
         return -np.linalg.solve(jtj, jtr).reshape(t, 2)
+
+    def penalty(self, path: np.ndarray) -> float:
+        """The smoothness penalty of ``path`` at the weight of the last step (0 without smoothing)."""
+        if self.smooth <= 0 or self.smooth_weight is None:
+            return 0.0
+        return self.smooth_weight * float(np.square(_second_differences(path.shape[0]) @ path).sum())
+
+
+def _second_differences(t: int) -> np.ndarray:
+    """``(T - 2, T)`` second differences."""
+    return np.diff(np.eye(t), n=2, axis=0)
 
 
 def fit_drift(y01: np.ndarray, candidates: list[str], noise_sigma: float,
-              true_path: np.ndarray | None = None) -> MotionFit | None:
+              true_path: np.ndarray | None = None, smooth: float = 0.0) -> MotionFit | None:
     """Fit the rigid-drift model for each temporal candidate (``"none"``, ``"uniform:K"``, ``"gaussian:S"``).
 
     ``y01``: the measurement ``(T, H, W)`` on the [0, 1] scale; ``noise_sigma``: its noise std there.
@@ -180,16 +197,18 @@ def fit_drift(y01: np.ndarray, candidates: list[str], noise_sigma: float,
         path, image = path0.copy(), np.zeros((size, size))
         for level in levels:
             crop = data[level]
-            model = _DriftModel(mix, size, n, margin, level)
+            model = _DriftModel(mix, size, n, margin, level, smooth)
             model.set_path(path)
             image = model.solve_image(crop, image, CG_ITERS * 4, DAMPING)
             loss = float(((model.forward(image) - crop) ** 2).sum())
             for _ in range(0 if true_path is not None else ROUNDS):
-                step = model.path_step(image, model.forward(image) - crop)
+                fitted = model.forward(image) - crop
+                step = model.path_step(image, fitted)
+                loss = float((fitted**2).sum()) + model.penalty(path)  # the penalty's weight is set by the step
                 for _half in range(6):
                     model.set_path(path + step)
                     trial_image = model.solve_image(crop, image, CG_ITERS, DAMPING)
-                    trial = float(((model.forward(trial_image) - crop) ** 2).sum())
+                    trial = float(((model.forward(trial_image) - crop) ** 2).sum()) + model.penalty(path + step)
                     if trial < loss:
                         path, image, loss = path + step, trial_image, trial
                         break
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spatial", default="none", help="true spatial PSFs, comma-separated")
     p.add_argument("--candidates", choices=("grid", "spectral"), default="grid",
                    help="grid: 11 fixed candidates; spectral: the spectral estimate's best box, best Gaussian and none")
+    p.add_argument("--smooth", type=float, default=0.0, help="weight of a second-difference penalty on the drift")
     p.add_argument("--dev-data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     args = p.parse_args(argv)
     frames = 24
@@ -244,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             cands = list(dict.fromkeys([est.temporal_psf if est.temporal_psf != "none" else "none", "none",
                                         f"uniform:{sc['box']['frames']}", f"gaussian:{sc['gaussian']['sigma']:.3g}"]))
         fit = fit_drift(scale.to_unit(y), cands, stack_noise_sigma(y, scale, "auto"),
-                        drift_path(frames) if args.path == "true" else None)
+                        drift_path(frames) if args.path == "true" else None, args.smooth)
         order = sorted(fit.nll, key=fit.nll.get)
         hits["spectral"] += eb.hit(temporal, est.temporal_psf)
         hits["drift"] += eb.hit(temporal, order[0])
