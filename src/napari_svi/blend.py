@@ -162,12 +162,12 @@ class RegionalBlend:
                 self.regions.append((r0, c0, np.outer(wr, wc), w_svi, w_rl, band_w))
 
     def weight_map(self, which, device=None, dtype=torch.float32) -> torch.Tensor:
-        """The map ``(Hp, Wp)`` of one weight (``"svi"``, ``"rl"`` or a band index) over the padded frame."""
+        """The map ``(Hp, Wp)`` of one weight (``"svi"`` or a band index) over the padded frame."""
         h = max(r0 + m.shape[0] for r0, _, m, *_ in self.regions)
         w = max(c0 + m.shape[1] for _, c0, m, *_ in self.regions)
         out = np.zeros((h, w))
-        for r0, c0, m, w_svi, w_rl, band_w in self.regions:
-            value = w_svi if which == "svi" else w_rl if which == "rl" else band_w[which]
+        for r0, c0, m, w_svi, _, band_w in self.regions:
+            value = w_svi if which == "svi" else band_w[which]
             out[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]] += value * m
         hp, wp = self.padded
         out = np.pad(out, ((0, hp - h), (0, wp - w)), mode="edge")  # padded pixels: the nearest region's weight

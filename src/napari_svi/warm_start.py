@@ -194,13 +194,12 @@ class PieceSolver:
         else:
             regional = None
         if regional is not None:  # the weights as maps over the frame, one set fitted per region
-            w = regional.weight_map("svi", y.device)
-            w_rl = regional.weight_map("rl", y.device) if rl_h is not None else 0.0
+            w = regional.weight_map("svi", y.device)  # Richardson-Lucy's share stays the piece's
             band_w = None if band_w is None else [regional.weight_map(b, y.device) for b in range(len(bands))]
         if self.blend == "cv":
             self.region_max.append(None if regional is None else max(float(v.max()) for v in (band_w or [w])))
         x_cl = x_tv
-        if torch.is_tensor(w_rl) or w_rl > 0:
+        if w_rl > 0:
             x_cl = x_tv + w_rl * (richardson_lucy(operator.observed(y), operator, rl_h[1]) - x_tv)
         unseen = unseen_frames(operator)
 
