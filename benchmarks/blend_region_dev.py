@@ -19,6 +19,7 @@ import estimate_blind as eb  # noqa: E402
 
 import napari_svi.blend as b  # noqa: E402
 from napari_svi import OperatorSpec, degrade, restore  # noqa: E402
+from napari_svi.benchmark.metrics import psnr  # noqa: E402
 from napari_svi.priors.loading import load_prior  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,7 +39,7 @@ for clip in eb.DEV:
         for r in regions:
             b.BLEND_REGION = r
             out = restore(y, spec, prior=prior, seed=0, device="cpu", window=None)
-            p = 10 * np.log10(peak**2 / np.mean((out.restored.astype(np.float64) - clean) ** 2))
+            p = psnr(clean / peak, out.restored / peak)
             row.append(p)
             res.setdefault((task, r), []).append(p)
         print(f"{clip:18s} {task:22s}", ' '.join(f"{r}:{p:.2f}" for r, p in zip(regions, row, strict=True)), flush=True)

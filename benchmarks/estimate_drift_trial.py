@@ -58,10 +58,6 @@ class MotionFit:
     seconds: float
     residuals: dict | None = None
 
-    def to_dict(self) -> dict:
-        return {"nll": {k: round(v, 4) for k, v in self.nll.items()}, "residual_ratio": round(self.residual_ratio, 4),
-                "drift_px": round(self.drift_px, 3), "seconds": round(self.seconds, 3)}
-
 
 def register_chain(y: np.ndarray, max_step: int = MAX_STEP_PX) -> np.ndarray:
     """Drift ``(T, 2)`` of frames ``y`` ``(T, H, W)``, from frame 0: consecutive frames registered by a
@@ -253,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     cands = ["none", "uniform:3", "uniform:4", "uniform:5", "uniform:6", "gaussian:0.5", "gaussian:0.8", "gaussian:1",
              "gaussian:1.25", "gaussian:1.5", "gaussian:2"]
     hits = {"spectral": 0, "drift": 0}
+    skipped = 0
     temporal = eb.TEMPORAL if args.temporal == "all" else args.temporal.split(",")
     cases = list(itertools.product(temporal, args.spatial.split(","), eb.NOISE))
     for temporal, spatial, noise in cases:
@@ -265,13 +262,17 @@ def main(argv: list[str] | None = None) -> int:
                                         f"uniform:{sc['box']['frames']}", f"gaussian:{sc['gaussian']['sigma']:.3g}"]))
         fit = fit_drift(scale.to_unit(y), cands, stack_noise_sigma(y, scale, "auto"),
                         drift_path(frames) if args.path == "true" else None, args.smooth)
+        if fit is None:
+            print(f"{temporal:12s} {spatial:11s} {noise:6s} no drift to fit (under {MIN_DRIFT_PX} px or over {MAX_DRIFT_PX} px)")
+            skipped += 1
+            continue
         order = sorted(fit.nll, key=fit.nll.get)
         hits["spectral"] += eb.hit(temporal, est.temporal_psf)
         hits["drift"] += eb.hit(temporal, order[0])
         print(f"{temporal:12s} {spatial:11s} {noise:6s} spectral {est.temporal_psf:14s} drift {order[0]:13s} "
               f"(next: {', '.join(f'{c} +{fit.nll[c]:.1f}' for c in order[1:3])}; none +{fit.nll['none']:.1f}) "
               f"residual/noise {fit.residual_ratio:.2f} {fit.seconds:.1f} s", flush=True)
-    print(f"hits of {len(cases)}: spectral {hits['spectral']}, drift model ({args.path} path) {hits['drift']}")
+    print(f"hits of {len(cases) - skipped} ({skipped} without drift left out): spectral {hits['spectral']}, drift model ({args.path} path) {hits['drift']}")
     return 0
 
 

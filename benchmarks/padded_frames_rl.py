@@ -13,6 +13,7 @@ import torch
 
 import napari_svi.warm_start as ws
 from napari_svi import OperatorSpec, degrade, restore
+from napari_svi.benchmark.metrics import psnr
 from napari_svi.benchmark.suite import load_clip
 from napari_svi.priors.loading import load_prior
 
@@ -36,5 +37,5 @@ for clip in ('actin', 'walls', 'mito'):
     for name, f in (('before', old), ('now', new)):
         ws._downsamples = f
         r = restore(y, spec, prior=prior, seed=0, device="cpu", window=None)
-        row.append(f"{name} {10*np.log10(peak**2/np.mean((r.restored.astype(np.float64)-clean)**2)):.2f} dB (rl weight {r.metadata.get('blend_rl_weight')})")
+        row.append(f"{name} {psnr(clean / peak, r.restored / peak):.2f} dB (rl weight {r.metadata.get('blend_rl_weight')})")
     print(clip, '117 x 117, box 3 + gaussian 1.5:', ' | '.join(row), flush=True)

@@ -102,7 +102,7 @@ def tv_rule(operator) -> str:
     discrepancy principle with a spatial PSF, by held-out entries with a temporal PSF (each entry then
     shares its voxels with others, so a held-out entry tests the denoising), else by SURE (every entry
     sees one voxel: noise, masks, missing frames)."""
-    parts = operator.operators if isinstance(operator, ComposedOperator) else (operator,)
+    parts = _parts(operator)
     if any(isinstance(p, SpatialConvolution) for p in parts):
         return "discrepancy"
     blurs = any(isinstance(p, TemporalOperator) and bool(((np.abs(p.matrix) > 0).sum(axis=1) > 1).any())
@@ -110,10 +110,14 @@ def tv_rule(operator) -> str:
     return "held-out" if blurs else "sure"
 
 
+def _parts(operator) -> tuple:
+    """The operators a forward model is composed of (itself when it is not a composition)."""
+    return operator.operators if isinstance(operator, ComposedOperator) else (operator,)
+
+
 def _downsamples(operator) -> bool:
     """Whether the forward model bins pixels (its measurement grid is coarser than the frame's)."""
-    parts = operator.operators if isinstance(operator, ComposedOperator) else (operator,)
-    return any(isinstance(p, Downsample) for p in parts)
+    return any(isinstance(p, Downsample) for p in _parts(operator))
 
 
 class PieceSolver:
