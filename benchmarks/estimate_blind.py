@@ -164,16 +164,21 @@ def summary(records: list[dict]) -> dict:
 
 
 def calibrate(records: list[dict]) -> dict:
-    """The decision rules that maximise the temporal and the spatial hit rate on ``records`` (searched
-    apart: they do not interact), next to the rates of the defaults (ties: the first on the grid)."""
+    """The decision rules that maximise the temporal and the spatial hit rate on ``records``, next to the
+    rates of the defaults (ties: the first on the grid). Searched apart, each group with the others at
+    their defaults: the spectral temporal rules, the spatial ones (they do not interact) and the gate of
+    the drift model (``motion_*``)."""
     from napari_svi.estimate import DEFAULT_RULES, decide
 
     grids = {0: {"gaussian_margin": (-0.4, -0.3, -0.2, -0.1, 0.0, 0.1), "none_margin": (0.0, 0.1, 0.2, 0.3),
                  "min_temporal_sigma": (0.3, 0.35, 0.4, 0.45)},
+             2: {"motion_margin": (0.0, 0.5, 1.0, 2.0, 3.0, 5.0), "motion_residual_max": (1.2, 1.5, 3.0),
+                 "motion_gain_min": (1.2, 1.5, 2.0, 2.5, 3.0)},
              1: {"native_spatial_sigma": (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), "min_spatial_sigma": (0.4, 0.5, 0.6, 0.7, 0.8)}}
 
     def rate(rules, which: int) -> float:
-        return float(np.mean([hit(r[("temporal", "spatial")[which]], decide(r["scores"], rules)[which]) for r in records]))
+        key = ("temporal", "spatial", "temporal")[which]
+        return float(np.mean([hit(r[key], decide(r["scores"], rules)[which % 2]) for r in records]))
 
     out = {}
     for which, grid in grids.items():
@@ -183,7 +188,7 @@ def calibrate(records: list[dict]) -> dict:
             r = rate(rules, which)
             if r > best_rate + 1e-12:
                 best, best_rate = {k: getattr(rules, k) for k in grid}, r
-        name = ("temporal", "spatial")[which]
+        name = ("temporal", "spatial", "temporal, drift model")[which]
         out[name] = {"best_rules": best, "best_hit_rate": round(best_rate, 3),
                      "default_rules": {k: getattr(DEFAULT_RULES, k) for k in grid},
                      "default_hit_rate": round(rate(DEFAULT_RULES, which), 3)}
@@ -193,7 +198,8 @@ def calibrate(records: list[dict]) -> dict:
 def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]) -> str:
     lines = ["# Blind PSF estimation", "", f"Command: `{header['command']}`", "",
              *([f"(estimates and likelihoods read from `{header['estimates_from']}`, made by "
-                "`OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py` with the same clips)", ""]
+                "`OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py` with the same clips, in shards of "
+                "`--only CLIP,... --save-records FILE`, and decided again by the current rules)", ""]
                if header.get("estimates_from") else []),
              f"Clips: {', '.join(header['clips'])}; {header['frames']} frames, crop {header['crop']} px; "
              f"noise: {'; '.join(f'{k}: {v}' for k, v in NOISE.items())}.", "",
@@ -258,7 +264,11 @@ def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) 
         row = {k: r[k] for k in ("clip", "temporal", "spatial", "noise")}
         row.update(est_temporal=r["est_temporal"], est_spatial=r["est_spatial"],
                    psnr_measurement=psnr(scale.to_unit(truth), scale.to_unit(y)))
+        same = (r["est_temporal"], r["est_spatial"]) == (r["temporal"], r["spatial"])
         for label, op in (("true", spec), ("auto", auto)):
+            if label == "auto" and same:  # the estimate is the truth: the same restore
+                row["psnr_auto"], row["seconds_auto"] = row["psnr_true"], row["seconds_true"]
+                continue
             t0 = time.perf_counter()
             res = restore(y, op, threads=1)
             row[f"psnr_{label}"] = psnr(scale.to_unit(truth), scale.to_unit(res.restored))
@@ -307,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restore", type=int, default=0, metavar="N", help="restore N cases with auto and true PSFs")
     p.add_argument("--sensitivity", action="store_true",
                    help="only restore two cases with the true and with nearby wrong PSFs (sensitivity.md)")
-    p.add_argument("--records", default=None, help="reuse the estimates of this records.json (no re-estimation)")
+    p.add_argument("--only", default=None, metavar="CLIP,...", help="estimate only these of the clips (a shard)")
+    p.add_argument("--save-records", default=None, metavar="FILE", help="write the records of this run to FILE")
+    p.add_argument("--records", default=None, metavar="FILE,...",
+                   help="reuse the estimates of these records files, merged (no re-estimation)")
     p.add_argument("--calibrate", action="store_true", help="print the decision rules that fit these records best")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
     args = p.parse_args(argv)
@@ -315,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     clips = HELDOUT if args.clips == "heldout" else DEV
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(clips))
+        if unknown:
+            p.error(f"--only: {', '.join(unknown)} not among the {args.clips} clips ({', '.join(clips)})")
+        clips = tuple(c for c in clips if c in args.only.split(","))
     dev_data = Path(args.dev_data)
     if args.sensitivity:
         rows = sensitivity(dev_data)
@@ -330,13 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:  # the stored likelihoods, decided again by the current rules
         from napari_svi.estimate import decide
 
-        records = json.loads(Path(args.records).read_text())
+        records = [r for f in args.records.split(",") for r in json.loads(Path(f).read_text())]
+        records.sort(key=lambda r: clips.index(r["clip"]) if r["clip"] in clips else len(clips))
         for r in records:
             r["est_temporal"], r["est_spatial"], conf = decide(r["scores"])
             r["confidence"].update(conf)
             score(r)
     else:
         records = run_cases(clips, args.frames, args.crop, dev_data)
+    if args.save_records:
+        Path(args.save_records).write_text(json.dumps(records, indent=0, default=float))
     if args.calibrate:
         calibration = calibrate(records)
         print(json.dumps(calibration, indent=1))

@@ -45,8 +45,9 @@ def describe(est) -> list[str]:
 
     alternative = f"; the other kind, {t['alternative']}, fits almost as well" if t.get("alternative") and \
         t.get("level") == "low" and est.temporal_psf != "none" else ""
+    via = " (read from how the whole field drifts)" if t.get("method") == "drift model" else ""
     return [
-        f"temporal PSF: {est.temporal_psf}{span(t, t.get('unit', 'frames'))}, confidence {t.get('level')}{alternative}",
+        f"temporal PSF: {est.temporal_psf}{span(t, t.get('unit', 'frames'))}, confidence {t.get('level')}{alternative}{via}",
         f"spatial PSF:  {est.spatial_psf}{span(s, 'px')}, confidence {s.get('level')} "
         f"(fitted {s.get('fitted_sigma_px')} px, less the {s.get('native_sigma_px')} px every image has)",
         f"noise sigma:  {est.noise_sigma:.4g} (data units; the spectrum's floor says {n['spectral_floor']:.4g})",

@@ -2,7 +2,10 @@
 
 :func:`estimate_blur` fits the spectral model of :mod:`napari_svi.estimate_fit` to the stack for
 every candidate PSF (a box of ``K`` frames, a Gaussian in time, none; a Gaussian in space, none),
-keeps the most likely, and says how sure it is. The result uses the spec strings of ``restore``
+keeps the most likely, and says how sure it is. Where the whole field drifts (stage drift, a panned
+still), the rigid-drift model of :mod:`napari_svi.estimate_drift` also fits the frames themselves; its
+temporal answer replaces the spectral one where it explains how the frames change
+(``DecisionRules.motion_*``; ``confidence["temporal_psf"]["method"]`` says which). The result uses the spec strings of ``restore``
 (``"uniform:K"``, ``"gaussian:S"``, ``"none"``), so ``restore --temporal-psf auto --spatial-psf auto``
 (:func:`resolve_auto`) plugs it in. The noise level is the project's own estimate
 (:func:`napari_svi.noise.stack_noise_sigma` on the scale of :func:`napari_svi.intensity.measurement_scale`),
@@ -22,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .estimate_fit import SpectralFit, spatial_gain2, spectral_table, temporal_mixing
+from .estimate_drift import motion_override
+from .estimate_fit import SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
 from .psf import temporal_kernel
 
 #: Candidate temporal Gaussians (frames) and spatial Gaussians (pixels); boxes are MIN_BOX .. MAX_BOX frames.
@@ -66,6 +70,13 @@ class DecisionRules:
     #: Candidates within this margin of the best form the interval reported (about 90 % of the true
     #: temporal blurs of the calibration clips fall inside when the kind is right).
     interval_margin: float = 0.5
+    #: The rigid-drift model (:mod:`napari_svi.estimate_drift`) replaces the spectral temporal answer when
+    #: its best kind leads the next by ``motion_margin`` (units per 1000 values) and its residual std is
+    #: within ``motion_residual_max`` times the noise std (a rigid drift explains the data) and at most
+    #: ``1 / motion_gain_min`` of a still scene's (the drift explains how the frames change).
+    motion_margin: float = 0.0
+    motion_residual_max: float = 1.5
+    motion_gain_min: float = 2.0
 
 
 DEFAULT_RULES = DecisionRules()
@@ -200,7 +211,9 @@ def decide(scores: dict, rules: DecisionRules = DEFAULT_RULES) -> tuple[str, str
               "unit": "frames" if temporal.startswith("uniform") else "frames (sigma)",
               "margin_over_none": round(none_margin, 3), "margin_over_other_kind": round(kind_margin, 3),
               "level": _level(min(abs(none_margin), kind_margin if temporal != "none" else math.inf)),
-              "alternative": _alternative(temporal, box, gauss)}
+              "alternative": _alternative(temporal, box, gauss), "method": "spectrum", "spec": temporal}
+    t_conf = motion_override(t_conf, scores.get("motion"), rules)
+    temporal = t_conf.pop("spec")
     fitted = scores["spatial_sigma_fit"]
     excess = math.sqrt(max(fitted**2 - rules.native_spatial_sigma**2, 0.0))
     spatial = "none" if excess < rules.min_spatial_sigma else _gaussian(excess)
@@ -254,7 +267,7 @@ def _measured_stacks(data, time_axis: int):
 
 
 def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=None,
-                  rules: DecisionRules = DEFAULT_RULES, max_stacks: int = 4) -> BlurEstimate:
+                  rules: DecisionRules = DEFAULT_RULES, max_stacks: int = 4, motion: bool = True) -> BlurEstimate:
     """Estimate the temporal PSF, the spatial PSF and the noise level of a measured time-lapse.
 
     Parameters
@@ -272,6 +285,9 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
         kind (a file, an Airy pattern) is not used by the search.
     rules : DecisionRules
         How likelihoods become an answer (the calibrated defaults).
+    motion : bool
+        Also fit the rigid-drift model (:mod:`napari_svi.estimate_drift`) to the first stack when its
+        field drifts (a few seconds more); its answer replaces the spectral one where it is decisive.
 
     Returns
     -------
@@ -296,12 +312,19 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
         scale = measurement_scale(stack, name="data")
         sigma01 = stack_noise_sigma(stack, scale, "auto")
         tables.append(spectral_table(scale.to_unit(stack), sigma01))
+        if k == 0:
+            first = (scale.to_unit(stack), sigma01)
         sigmas.append(sigma01 * scale.span)
         spans.append(scale.span)
-    table = tables[0] if len(tables) == 1 else _pooled(tables)
+    table = tables[0] if len(tables) == 1 else pooled_table(tables)
     search = _Search(SpectralFit(table))
     known_t, known_s = _known_temporal(temporal_psf), _known_spatial(spatial_psf)
     scores = _fit_scores(search, known_t, None if known_s is None else math.hypot(known_s, rules.native_spatial_sigma))
+    if motion and known_t is None:
+        from .estimate_drift import fit_motion, motion_candidates
+
+        fit = fit_motion(first[0], motion_candidates(None if scores["box"] is None else scores["box"]["frames"]), first[1])
+        scores["motion"] = None if fit is None else fit.to_dict()
     temporal, spatial, confidence = decide(scores, rules)
     if known_t is not None:
         temporal, confidence["temporal_psf"] = str(temporal_psf), {"kind": "given"}
@@ -373,12 +396,3 @@ def resolve_auto(data, operator, time_axis: int = 0):
         if getattr(resolved, field_name) == "none":
             setattr(resolved, field_name, None)
     return resolved, record
-
-
-def _pooled(tables):
-    """One table from several stacks of the same shape: coefficient-weighted mean power."""
-    from .estimate_fit import SpectralTable
-
-    count = sum(t.count for t in tables)
-    power = sum(t.power * t.count[None, :] for t in tables) / count[None, :]
-    return SpectralTable(power, count, tables[0].rho, tables[0].freq, float(np.mean([t.noise_var for t in tables])))

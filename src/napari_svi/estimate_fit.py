@@ -191,3 +191,10 @@ class SpectralFit:
     def noise_factor(self) -> float:
         """Fitted noise std over the starting estimate, at the best candidate so far."""
         return math.exp(self.theta[-1] / 2.0)
+
+
+def pooled_table(tables: list[SpectralTable]) -> SpectralTable:
+    """One table from several stacks of the same shape: coefficient-weighted mean power."""
+    count = sum(t.count for t in tables)
+    power = sum(t.power * t.count[None, :] for t in tables) / count[None, :]
+    return SpectralTable(power, count, tables[0].rho, tables[0].freq, float(np.mean([t.noise_var for t in tables])))

@@ -28,6 +28,7 @@ def describe(est) -> str:
         else f"Gaussian σ {est.temporal_psf.split(':')[1]} frames")
     other = f"; {t['alternative']} fits almost as well" if t.get("level") == "low" and t.get("alternative") \
         and est.temporal_psf != "none" else ""
+    other += ", read from the field's drift" if t.get("method") == "drift model" else ""
     spatial = "no spatial blur" if est.spatial_psf == "none" else f"Gaussian σ {est.spatial_psf.split(':')[1]} px"
     return (f"Estimated in {est.seconds:.1f} s: {temporal}{span(t, 'frames')} ({LEVEL_TEXT[t['level']]}{other}); "
             f"{spatial}{span(s, 'px')} ({LEVEL_TEXT[s['level']]}); noise σ {est.noise_sigma:.4g}. "
