@@ -56,6 +56,8 @@ def test_estimate_button_fills_the_form_off_the_gui_thread(make_napari_viewer, q
         assert w.operator.spatial_sigma.value == pytest.approx(float(est.spatial_psf.split(":")[1]))
     assert float(w.noise.value) == pytest.approx(est.noise_sigma, rel=1e-3)
     assert "Estimated in" in panel.info.value and ("sure" in panel.info.value)
+    label = panel.info.native  # the wrapped text gets its full height (a scrolled dock cut it)
+    assert label.minimumHeight() >= label.heightForWidth(max(label.width(), 240)) > label.fontMetrics().height()
     assert w.run_panel.button.enabled and panel.button.enabled
     # every field stays the user's to edit, and the form checks what is typed
     w.operator.box_frames.value = 3

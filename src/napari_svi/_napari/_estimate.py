@@ -98,6 +98,12 @@ class EstimatePanel(Container):
         self._form.noise.value = f"{est.noise_sigma:.4g}"
         self.estimate = est
         self.info.value = describe(est)
+        self._fit_info()
+
+    def _fit_info(self) -> None:
+        """Give the wrapped text the height it needs (a wrapped label in a scrolled dock is otherwise cut)."""
+        label = self.info.native
+        label.setMinimumHeight(label.heightForWidth(max(label.width(), 240)))
 
     def _failed(self, err: Exception) -> None:
         self.info.value = ""
