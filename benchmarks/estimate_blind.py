@@ -170,25 +170,28 @@ def calibrate(records: list[dict]) -> dict:
     the drift model (``motion_*``)."""
     from napari_svi.estimate import DEFAULT_RULES, decide
 
-    grids = {0: {"gaussian_margin": (-0.4, -0.3, -0.2, -0.1, 0.0, 0.1), "none_margin": (0.0, 0.1, 0.2, 0.3),
-                 "min_temporal_sigma": (0.3, 0.35, 0.4, 0.45)},
-             2: {"motion_margin": (0.0, 0.5, 1.0, 2.0, 3.0, 5.0), "motion_residual_max": (1.2, 1.5, 3.0),
-                 "motion_gain_min": (1.2, 1.5, 2.0, 2.5, 3.0)},
-             1: {"native_spatial_sigma": (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), "min_spatial_sigma": (0.4, 0.5, 0.6, 0.7, 0.8)}}
+    grids = {  # name: (which answer of decide() it is scored on, the grid)
+        "temporal": (0, {"gaussian_margin": (-0.4, -0.3, -0.2, -0.1, 0.0, 0.1), "none_margin": (0.0, 0.1, 0.2, 0.3),
+                         "min_temporal_sigma": (0.3, 0.35, 0.4, 0.45)}),
+        "temporal, drift model": (0, {"motion_margin": (0.0, 0.5, 1.0, 2.0, 3.0, 5.0),
+                                      "motion_residual_max": (1.2, 1.5, 3.0),
+                                      "motion_gain_min": (1.2, 1.5, 2.0, 2.5, 3.0)}),
+        "spatial": (1, {"native_spatial_sigma": (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
+                        "min_spatial_sigma": (0.4, 0.5, 0.6, 0.7, 0.8)}),
+    }
 
     def rate(rules, which: int) -> float:
-        key = ("temporal", "spatial", "temporal")[which]
-        return float(np.mean([hit(r[key], decide(r["scores"], rules)[which % 2]) for r in records]))
+        key = ("temporal", "spatial")[which]
+        return float(np.mean([hit(r[key], decide(r["scores"], rules)[which]) for r in records]))
 
     out = {}
-    for which, grid in grids.items():
+    for name, (which, grid) in grids.items():
         best, best_rate = None, -1.0
         for values in itertools.product(*grid.values()):
             rules = replace(DEFAULT_RULES, **dict(zip(grid, values, strict=True)))
             r = rate(rules, which)
             if r > best_rate + 1e-12:
                 best, best_rate = {k: getattr(rules, k) for k in grid}, r
-        name = ("temporal", "spatial", "temporal, drift model")[which]
         out[name] = {"best_rules": best, "best_hit_rate": round(best_rate, 3),
                      "default_rules": {k: getattr(DEFAULT_RULES, k) for k in grid},
                      "default_hit_rate": round(rate(DEFAULT_RULES, which), 3)}

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .estimate_drift import motion_override
+from .estimate_drift import fit_motion, motion_candidates, motion_override
 from .estimate_fit import SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
 from .psf import temporal_kernel
 
@@ -306,23 +306,21 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
 
     start = time.perf_counter()
     stacks, (ts, ys, xs) = _measured_stacks(data, time_axis)
-    tables, sigmas, spans = [], [], []
+    tables, sigmas = [], []
     for k in range(min(len(stacks), max_stacks)):
         stack = np.asarray(stacks[k][ts, ys, xs])
         scale = measurement_scale(stack, name="data")
         sigma01 = stack_noise_sigma(stack, scale, "auto")
-        tables.append(spectral_table(scale.to_unit(stack), sigma01))
+        unit = scale.to_unit(stack)
+        tables.append(spectral_table(unit, sigma01))
         if k == 0:
-            first = (scale.to_unit(stack), sigma01)
+            first = (unit, sigma01)  # the drift model's data
         sigmas.append(sigma01 * scale.span)
-        spans.append(scale.span)
     table = tables[0] if len(tables) == 1 else pooled_table(tables)
     search = _Search(SpectralFit(table))
     known_t, known_s = _known_temporal(temporal_psf), _known_spatial(spatial_psf)
     scores = _fit_scores(search, known_t, None if known_s is None else math.hypot(known_s, rules.native_spatial_sigma))
     if motion and known_t is None:
-        from .estimate_drift import fit_motion, motion_candidates
-
         fit = fit_motion(first[0], motion_candidates(None if scores["box"] is None else scores["box"]["frames"]), first[1])
         scores["motion"] = None if fit is None else fit.to_dict()
     temporal, spatial, confidence = decide(scores, rules)

@@ -226,7 +226,7 @@ def fit_motion(y01: np.ndarray, candidates: list[str], noise_sigma: float, *, sm
 
     ``y01``: the measurement ``(T, H, W)`` on the [0, 1] scale; ``noise_sigma``: its noise std there.
     ``None`` when the registered drift is under :data:`MIN_DRIFT_PX` or over :data:`MAX_DRIFT_PX`.
-    ``path`` ``(T, 2)``: use this drift as it is (no fit; for tests and the benchmark's "true path").
+    ``path`` ``(T, 2)``: use this drift as it is, no fit (what the data could tell with the true drift).
     """
     from scipy import ndimage
 
