@@ -222,3 +222,20 @@ def test_threads_flag_is_checked(tmp_path, clean_tif, command, capsys):
     assert exit_.value.code == 2
     assert "--threads: must be a whole number >= 1, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_restore_progress_is_whole_lines_in_a_log_and_a_bar_on_a_terminal(tmp_path, clean_tif, capsys, monkeypatch):
+    """Piped to a file, stderr gets one line per stage and the error on its own line (no bar fragments)."""
+    import sys
+
+    args = ["restore", str(clean_tif), "-o", str(tmp_path / "o.tif"), "--prior", str(tmp_path / "missing")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("napari-svi restore: reading clean.tif")
+    assert any(line.startswith("napari-svi restore: loading the prior (") for line in lines)
+    assert lines[-1].startswith("napari-svi restore: error: prior") and len(lines) == len(set(lines))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(args) == 2
+    assert "\r" in capsys.readouterr().err  # a terminal keeps the live bar

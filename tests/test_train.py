@@ -46,6 +46,8 @@ def test_train_three_steps_then_load_and_resume(image, tmp_path, capsys):
     }
     assert losses(out) == [1, 2, 3] and trained(out)["steps_done"] == 3
     assert trained(out)["data"] == [str(image)]
+    err = capsys.readouterr().err  # stderr is not a terminal here: whole progress lines, no bar
+    assert "\r" not in err and "napari-svi train: step 3/3, loss " in err
 
     card = (out / "MODEL_CARD.md").read_text()
     for text in (str(image), "napari-svi train", "--steps 3", "steps done: 3 of 3", "final loss", torch.__version__,

@@ -181,14 +181,35 @@ class RestoreProgress:
         from tqdm import tqdm
 
         self.t0 = time.perf_counter()
-        self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        # a log file or a pipe gets whole lines (a stage, then every tenth of the steps), not a bar's \r fragments
+        self.lines = not quiet and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self._said, self._tenth = "", -1
+        self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet or self.lines, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def _line(self, text: str) -> None:
+        if text != self._said:
+            self._said = text
+            print(f"napari-svi restore: {text} ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
     def stage(self, name: str, detail: str = "") -> None:
-        self.bar.set_description_str(self.TEXT.get(name, name) + (f" {detail}" if detail else ""), refresh=True)
+        text = self.TEXT.get(name, name) + (f" {detail}" if detail else "")
+        if self.lines:
+            self._line(text)
+            return
+        self.bar.set_description_str(text, refresh=True)
 
     def report(self, info: dict) -> None:
         if info["stage"] not in ("window", "sampling"):
             self.stage(info["stage"])
+            return
+        if self.lines:
+            windows = info.get("windows") or 1
+            where = f", window {info['window'] + 1}/{windows}" if windows > 1 else ""
+            tenth = 10 * info["step"] // max(info["total"], 1)
+            if tenth != self._tenth or info["stage"] == "window":
+                self._tenth = tenth
+                self._line(f"sampling{where}: step {info['step']}/{info['total']}")
             return
         if self.bar.total != info["total"]:
             start = getattr(self.bar, "start_t", None)
@@ -202,6 +223,8 @@ class RestoreProgress:
         self.bar.update(info["step"] - self.bar.n)
 
     def close(self, failed: bool = False) -> None:
+        if self.lines:
+            return
         if failed:
             self.bar.leave = False  # an error message follows; do not leave a half bar above it
         self.bar.close()

@@ -241,14 +241,24 @@ class _Progress:
         self.bar = None
         self.stop = False
         self.smoothed: float | None = None
+        # a log file or a pipe gets a line every twentieth of the steps, not a bar's \r fragments
+        self.lines = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self._t0, self._part = time.perf_counter(), None
 
     def __call__(self, info: dict) -> bool:
         from tqdm.auto import tqdm
 
-        if self.bar is None:
-            self.bar = tqdm(total=info["steps"], initial=info["step"] - 1, unit="step", desc="training", file=sys.stderr)
         loss = info["loss"]
         self.smoothed = loss if self.smoothed is None else 0.98 * self.smoothed + 0.02 * loss
+        if self.lines:
+            part = 20 * info["step"] // max(info["steps"], 1)
+            if part != self._part:
+                self._part = part
+                print(f"napari-svi train: step {info['step']}/{info['steps']}, loss {self.smoothed:.4f} "
+                      f"({time.perf_counter() - self._t0:.0f} s)", file=sys.stderr, flush=True)
+            return self.stop
+        if self.bar is None:
+            self.bar = tqdm(total=info["steps"], initial=info["step"] - 1, unit="step", desc="training", file=sys.stderr)
         self.bar.set_postfix(loss=f"{self.smoothed:.4f}", refresh=False)
         self.bar.update(1)
         return self.stop
