@@ -77,6 +77,19 @@ def test_typed_values_are_reported_and_block_restore_never_clamped(make_napari_v
     assert w.seed.value == -1 and "Seed must be" in w.sampler_msg.text and not w.run_panel.button.enabled
 
 
+def test_cost_counts_the_held_out_run_only_where_the_restore_makes_one(make_napari_viewer, stack, tiny_prior):
+    """One noisy sample: the held-out run is the result (one run). Several: one more. Noiseless: no blend."""
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="cells")
+    w = dock_restore(viewer, tiny_prior)
+    runs = {}
+    for noise, samples in (("auto", 1), ("auto", 3), ("none", 1), ("none", 3)):
+        w.noise.value, w.samples.value = noise, samples
+        runs[(noise, samples)] = (w.sampler_runs(), w.cost_info.value)
+    assert {k: v[0] for k, v in runs.items()} == {("auto", 1): 1, ("auto", 3): 4, ("none", 1): 1, ("none", 3): 3}
+    assert runs[("auto", 1)][1] == runs[("none", 1)][1]  # the same number of runs, the same estimate
+
+
 def test_cost_is_shown_and_a_run_beyond_the_machine_asks_first(make_napari_viewer, stack, tiny_prior):
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="cells")

@@ -21,6 +21,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ..noise import parse_noise_sigma
 from ..threads import default_threads
+from ..warm_start import DEFAULT_BLEND, DEFAULT_START, DEFAULT_START_T, PieceSolver
 from ._common import (
     TRAINED_PRIORS,
     Message,
@@ -256,9 +257,8 @@ class RestoreWidget(Container):
         if shape is not None and ok:
             self.image_info.value = shape_line(np.shape(layer.data), self.time_axis.value, crop, crop.is_whole(shape),
                                                spec.true_shape(crop.shape))
-            # the held-out solve that chooses the blend weight is one more sampler run per piece
             cost = restore_cost(np.shape(layer.data), shape, crop.shape, spec, steps=self.steps.value,
-                                samples=self.samples.value + 1, device=self.device.value)
+                                samples=self.sampler_runs(), device=self.device.value)
         else:
             self.image_info.value = ""
         ok &= self.noise_msg.check(lambda: parse_noise_sigma(self.noise.value))
@@ -307,6 +307,16 @@ class RestoreWidget(Container):
             "threads": self.threads.value,
             "preview_every": self.preview_every.value,
         }
+
+    def sampler_runs(self) -> int:
+        """Sampler runs per piece the restore will make: the samples, plus the held-out run that chooses the
+        blend when the data are noisy and there are several samples (with one, that run is the result)."""
+        try:
+            noise = parse_noise_sigma(self.noise.value)
+        except ValueError:
+            noise = "auto"
+        return PieceSolver(DEFAULT_START, DEFAULT_START_T, DEFAULT_BLEND).runs(None if noise is None else 1.0,
+                                                                               self.samples.value)
 
     def _start(self) -> None:
         if self._worker is not None or not self.validate():
