@@ -33,7 +33,15 @@ import numpy as np
 TEMPORAL = ["none", *(f"uniform:{k}" for k in range(3, 10)), "gaussian:0.5", "gaussian:1", "gaussian:1.5", "gaussian:2"]
 SPATIAL = ["none", "gaussian:1", "gaussian:2"]
 NOISE = {"gauss": "Gaussian, std 0.01 of the peak", "pg300": "Poisson-Gaussian, 300 photons + 2 read"}
-HELDOUT = ("nuclei", "actin", "mito", "walls")
+
+def _heldout() -> tuple[str, ...]:
+    """The realistic suite's held-out clips (``napari_svi.benchmark.suite.SUITE_CLIPS``)."""
+    from napari_svi.benchmark.suite import SUITE_CLIPS
+
+    return tuple(SUITE_CLIPS)
+
+
+HELDOUT = _heldout()
 DEV = ("nuclei-train", "actin-left", "mito-left", "walls-left", "bpae-nuclei-left")
 _DEV_FILES = {"actin-left": "BPAE_actin.tif", "mito-left": "BPAE_mito.tif", "walls-left": "maize_clsm.tif",
               "bpae-nuclei-left": "BPAE_nuclei.tif"}

@@ -21,7 +21,10 @@ import numpy as np
 
 
 def psnr(x: np.ndarray, ref: np.ndarray, peak: float) -> float:
-    return float(10 * np.log10(peak**2 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+    """The package's PSNR (:func:`napari_svi.benchmark.metrics.psnr`) with ``peak`` as the data range."""
+    from napari_svi.benchmark.metrics import psnr as unit_psnr
+
+    return unit_psnr(np.asarray(ref, np.float64) / peak, np.asarray(x, np.float64) / peak)
 
 
 def coverage(spec, shape, budget: int, size_multiple: int) -> np.ndarray:
