@@ -163,12 +163,52 @@ def summary(records: list[dict]) -> dict:
         rows = [r for r in records if _parse(r["spatial"])[0] == kind]
         if rows:
             out["spatial_by_kind"][kind] = {"n": len(rows), "hit": rate(rows, "hit_spatial")}
+    out["interval_coverage"] = interval_coverage(records)
     for key, field in (("by_clip", "clip"), ("by_noise", "noise")):
         for value in dict.fromkeys(r[field] for r in records):
             rows = [r for r in records if r[field] == value]
             out[key][value] = {"temporal": rate(rows, "hit_temporal"), "spatial": rate(rows, "hit_spatial"),
                                "both": rate(rows, "hit")}
     return out
+
+
+def interval_coverage(records: list[dict]) -> dict:
+    """Of the cases whose blur kind was read right (and is not "none"), the share whose true width lies in
+    the interval the estimate reported; the temporal PSF by the model that answered."""
+    groups: dict[str, list[bool]] = {}
+    for r in records:
+        for key in ("temporal", "spatial"):
+            kind, value = _parse(r[key])
+            conf = r["confidence"][f"{key}_psf"]
+            if kind == "none" or _parse(r[f"est_{key}"])[0] != kind or not conf.get("interval"):
+                continue
+            lo, hi = conf["interval"]
+            name = key if key == "spatial" else f"temporal, {conf.get('method', 'spectrum')}"
+            groups.setdefault(name, []).append(lo - 1e-6 <= value <= hi + 1e-6)
+    return {k: {"n": len(v), "covered": round(float(np.mean(v)), 3)} for k, v in sorted(groups.items())}
+
+
+def drift_interval_calibration(records: list[dict]) -> dict:
+    """How far the drift model's answers of the right kind strayed (under the default rules): the 50, 80 and
+    90 % quantiles of sigma's ratio to the truth (either way) and of the box's error in frames; the 90 %
+    ones set ``DecisionRules.motion_interval_factor`` and ``motion_interval_frames``."""
+    from napari_svi.estimate import decide
+
+    ratio, frames = [], []
+    for r in records:
+        temporal, _, conf = decide(r["scores"])
+        if conf["temporal_psf"]["method"] != "drift model":
+            continue
+        (tk, tv), (ek, ev) = _parse(r["temporal"]), _parse(temporal)
+        if tk == ek == "gaussian":
+            ratio.append(abs(np.log(ev / tv)))
+        elif tk == ek == "uniform":
+            frames.append(abs(ev - tv))
+    q = (0.5, 0.8, 0.9)
+    return {"gaussian_ratio": {"n": len(ratio), "quantiles": [round(float(np.exp(v)), 3) for v in np.quantile(ratio, q)]}
+            if ratio else None,
+            "box_frames": {"n": len(frames), "quantiles": [float(v) for v in np.quantile(frames, q)]} if frames else None,
+            "quantile_levels": list(q)}
 
 
 def calibrate(records: list[dict]) -> dict:
@@ -203,6 +243,7 @@ def calibrate(records: list[dict]) -> dict:
         out[name] = {"best_rules": best, "best_hit_rate": round(best_rate, 3),
                      "default_rules": {k: getattr(DEFAULT_RULES, k) for k in grid},
                      "default_hit_rate": round(rate(DEFAULT_RULES, which), 3)}
+    out["drift model interval"] = drift_interval_calibration(records)
     return out
 
 
@@ -227,6 +268,10 @@ def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]
     for group in ("by_clip", "by_noise"):
         for k, v in summ[group].items():
             lines.append(f"| {k} | {v['temporal']:.2f} | {v['spatial']:.2f} | {v['both']:.2f} |")
+    lines += ["", "Intervals: of the cases whose kind was read right (not none), the share whose true width lies in the "
+              "reported interval.", "", "| PSF, model | covered | cases |", "|---|---|---|"]
+    for k, v in summ.get("interval_coverage", {}).items():
+        lines.append(f"| {k} | {v['covered']:.2f} | {v['n']} |")
     lines += ["", f"Mean time per estimate: {summ['seconds_mean']:.1f} s ({header['machine']}).", ""]
     if restores:
         lines += ["## Restore with `auto` against the true PSF", "",

@@ -86,7 +86,13 @@ def test_decide_takes_the_drift_models_answer_only_through_the_gate():
                                        "seconds": 1.0}}
     temporal, _, conf = decide(scores, DEFAULT_RULES)
     assert temporal.startswith("gaussian:") and conf["temporal_psf"]["method"] == "drift model"
+    sigma, (lo, hi) = float(temporal.split(":")[1]), conf["temporal_psf"]["interval"]
+    f = DEFAULT_RULES.motion_interval_factor  # a plausible range, not the single value of the likelihood margin
+    assert lo == pytest.approx(sigma / f, abs=1e-3) and hi == pytest.approx(sigma * f, abs=1e-3) and lo < sigma < hi
     assert conf["temporal_psf"]["alternative"] == decide(est.scores, DEFAULT_RULES)[0]
+    box = {**scores, "motion": {**scores["motion"], "nll": {**scores["motion"]["nll"], "uniform:5": -20.0}}}
+    box_spec, _, box_conf = decide(box, DEFAULT_RULES)
+    assert box_spec == "uniform:5" and box_conf["temporal_psf"]["interval"] == [4.0, 6.0]
     for key, value in (("residual_ratio", 5.0), ("static_ratio", 1.2)):  # no rigid drift, or a still scene
         temporal, _, conf = decide({**scores, "motion": {**scores["motion"], key: value}}, DEFAULT_RULES)
         assert temporal == decide(est.scores, DEFAULT_RULES)[0] and conf["temporal_psf"]["method"] == "spectrum"

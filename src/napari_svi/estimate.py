@@ -77,6 +77,10 @@ class DecisionRules:
     motion_margin: float = 0.0
     motion_residual_max: float = 1.5
     motion_gain_min: float = 2.0
+    #: The drift model's interval: its sigma times and over this factor, its box +- these frames (90 % of
+    #: its dev estimates of the right kind fall within: ``estimate_blind.py --calibrate``).
+    motion_interval_factor: float = 1.17
+    motion_interval_frames: int = 1
 
 
 DEFAULT_RULES = DecisionRules()

@@ -298,6 +298,19 @@ def motion_choice(motion: dict | None, margin: float, residual_max: float,
     return spec, ranked[1][1] - ranked[0][1], [interval[0], interval[-1]] if interval else []
 
 
+def motion_interval(spec: str, factor: float, frames: int) -> list[float]:
+    """The plausible range of a drift-model answer, from how far its estimates strayed on the calibration
+    clips (not from its likelihood, whose margins there were too narrow: with the candidates within even
+    8 units of the best, a third of the true Gaussian sigmas fell outside): a Gaussian's sigma times and
+    over ``factor``, a box +- ``frames`` (at least 2). ``[]`` for "none"."""
+    kind, _, value = spec.partition(":")
+    if kind == "gaussian":
+        return [round(float(value) / factor, 3), round(float(value) * factor, 3)]
+    if kind == "uniform":
+        return [float(max(2, int(value) - frames)), float(int(value) + frames)]
+    return []
+
+
 def motion_override(t_conf: dict, motion: dict | None, rules) -> dict:
     """The temporal confidence of :func:`napari_svi.estimate.decide` (``spec``: its answer), with the drift
     model's answer in place of the spectrum's where :func:`motion_choice` lets it through under ``rules``
@@ -305,9 +318,10 @@ def motion_override(t_conf: dict, motion: dict | None, rules) -> dict:
     pick = motion_choice(motion, rules.motion_margin, rules.motion_residual_max, rules.motion_gain_min)
     if pick is None:
         return t_conf
-    spec, margin, interval = pick
+    spec, margin, _ = pick
     if spec.startswith("gaussian") and float(spec.split(":")[1]) < rules.min_temporal_sigma:
-        spec, interval = "none", []
+        spec = "none"
+    interval = motion_interval(spec, rules.motion_interval_factor, rules.motion_interval_frames)
     spectral = t_conf["spec"]
     return {**t_conf, "spec": spec, "kind": spec.split(":")[0], "interval": interval or None,
             "unit": "frames" if spec.startswith("uniform") else "frames (sigma)", "method": "drift model",
