@@ -7,6 +7,7 @@ import pytest
 import tifffile
 from scipy.fft import dct
 
+from estimate_cases import measured
 from napari_svi.cli import main
 from napari_svi.estimate import estimate_blur, resolve_auto
 from napari_svi.estimate_fit import spatial_gain2, temporal_mixing
@@ -32,13 +33,6 @@ def temporal_gain2(kernel, frames):
     offsets = np.arange(kernel.size) - kernel.size // 2 + (0.5 if kernel.size % 2 == 0 else 0.0)
     gain = np.cos(np.pi * np.arange(frames)[:, None] * offsets[None, :] / frames) @ kernel
     return gain * gain
-
-
-def measured(truth, temporal=None, spatial=None, noise=0.01, seed=0):
-    from napari_svi.degrade import degrade
-
-    spec = OperatorSpec(temporal_psf=temporal, spatial_psf=spatial)
-    return degrade(truth, spec, noise_sigma=noise * float(np.percentile(truth, 99.9)), seed=seed)
 
 
 @pytest.mark.parametrize("spec", ["uniform:3", "uniform:5", "gaussian:1.5"])

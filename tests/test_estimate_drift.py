@@ -104,13 +104,10 @@ def test_decide_takes_the_drift_models_answer_only_through_the_gate():
     ("walls", "gaussian:1", lambda kind, v: kind == "gaussian" and abs(v - 1) <= 0.25),  # spectrum: uniform:3
 ])
 def test_the_drift_model_answers_on_held_out_drifting_clips(clip, temporal, expected):
+    from estimate_cases import measured
     from napari_svi.benchmark.suite import load_clip
-    from napari_svi.degrade import degrade
-    from napari_svi.operators import OperatorSpec
 
-    truth = load_clip(clip, 24, 96)[0]
-    y = degrade(truth, OperatorSpec(temporal_psf=temporal), noise_sigma=0.01 * float(np.percentile(truth, 99.9)), seed=0)
-    est = estimate_blur(y)
+    est = estimate_blur(measured(load_clip(clip, 24, 96)[0], temporal))
     kind, _, value = est.temporal_psf.partition(":")
     assert expected(kind, float(value or 0)), est.temporal_psf
     assert est.confidence["temporal_psf"]["method"] == "drift model"
