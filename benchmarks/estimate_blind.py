@@ -189,17 +189,14 @@ def interval_coverage(records: list[dict]) -> dict:
 
 
 def drift_interval_calibration(records: list[dict]) -> dict:
-    """How far the drift model's answers of the right kind strayed (under the default rules): the 50, 80 and
-    90 % quantiles of sigma's ratio to the truth (either way) and of the box's error in frames; the 90 %
-    ones set ``DecisionRules.motion_interval_factor`` and ``motion_interval_frames``."""
-    from napari_svi.estimate import decide
-
+    """How far the drift model's answers of the right kind strayed (as decided in ``records``, by the default
+    rules): the 50, 80 and 90 % quantiles of sigma's ratio to the truth (either way) and of the box's error
+    in frames; the 90 % ones set ``napari_svi.estimate_drift.INTERVAL_FACTOR`` and ``INTERVAL_FRAMES``."""
     ratio, frames = [], []
     for r in records:
-        temporal, _, conf = decide(r["scores"])
-        if conf["temporal_psf"]["method"] != "drift model":
+        if r["confidence"]["temporal_psf"].get("method") != "drift model":
             continue
-        (tk, tv), (ek, ev) = _parse(r["temporal"]), _parse(temporal)
+        (tk, tv), (ek, ev) = _parse(r["temporal"]), _parse(r["est_temporal"])
         if tk == ek == "gaussian":
             ratio.append(abs(np.log(ev / tv)))
         elif tk == ek == "uniform":

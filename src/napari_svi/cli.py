@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from .cli_flags import add_operator_flags, add_sampler_flags, add_threads_flag, operator_from_args, sampler_kwargs
+from .cli_flags import (
+    add_operator_flags,
+    add_sampler_flags,
+    add_threads_flag,
+    operator_from_args,
+    sampler_kwargs,
+    stderr_is_terminal,
+)
 
 _SUBCOMMAND_MODULES: dict[str, str] = {
     "train": "napari_svi.cli_train", "benchmark": "napari_svi.benchmark.cli", "batch": "napari_svi.batch",
@@ -182,7 +189,7 @@ class RestoreProgress:
 
         self.t0 = time.perf_counter()
         # a log file or a pipe gets whole lines (a stage, then every tenth of the steps), not a bar's \r fragments
-        self.lines = not quiet and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self.lines = not quiet and not stderr_is_terminal()
         self._said, self._tenth = "", -1
         self.bar = tqdm(total=None, desc="starting", unit="step", disable=quiet or self.lines, file=sys.stderr,
                         dynamic_ncols=True)
@@ -223,8 +230,6 @@ class RestoreProgress:
         self.bar.update(info["step"] - self.bar.n)
 
     def close(self, failed: bool = False) -> None:
-        if self.lines:
-            return
         if failed:
             self.bar.leave = False  # an error message follows; do not leave a half bar above it
         self.bar.close()

@@ -6,6 +6,7 @@ Its own module so that every command imports it and none imports another command
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .noise import parse_noise_sigma
 
@@ -134,3 +135,8 @@ def sampler_kwargs(args: argparse.Namespace) -> dict:
         tile_size=args.tile_size, memory_budget=args.memory_budget, threads=args.threads,
         **({} if args.fill_unseen is None else {"fill_unseen": args.fill_unseen}),
     )
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress goes to a person's terminal (a live bar) rather than to a log file or a pipe (whole lines)."""
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()

@@ -241,8 +241,10 @@ class _Progress:
         self.bar = None
         self.stop = False
         self.smoothed: float | None = None
+        from .cli_flags import stderr_is_terminal
+
         # a log file or a pipe gets a line every twentieth of the steps, not a bar's \r fragments
-        self.lines = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self.lines = not stderr_is_terminal()
         self._t0, self._part = time.perf_counter(), None
 
     def __call__(self, info: dict) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .estimate_drift import fit_motion, motion_candidates, motion_override
+from .estimate_drift import INTERVAL_FACTOR, INTERVAL_FRAMES, fit_motion, motion_candidates, motion_override
 from .estimate_fit import SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
 from .psf import temporal_kernel
 
@@ -77,10 +77,10 @@ class DecisionRules:
     motion_margin: float = 0.0
     motion_residual_max: float = 1.5
     motion_gain_min: float = 2.0
-    #: The drift model's interval: its sigma times and over this factor, its box +- these frames (90 % of
-    #: its dev estimates of the right kind fall within: ``estimate_blind.py --calibrate``).
-    motion_interval_factor: float = 1.17
-    motion_interval_frames: int = 1
+    #: The drift model's interval: its sigma times and over this factor, its box +- these frames
+    #: (:data:`~napari_svi.estimate_drift.INTERVAL_FACTOR`: calibrated on dev).
+    motion_interval_factor: float = INTERVAL_FACTOR
+    motion_interval_frames: int = INTERVAL_FRAMES
 
 
 DEFAULT_RULES = DecisionRules()

@@ -265,8 +265,15 @@ def fit_motion(y01: np.ndarray, candidates: list[str], noise_sigma: float, *, sm
     return MotionFit(nll, ratio, static, drift, time.perf_counter() - start)
 
 
-def motion_choice(motion: dict | None, margin: float, residual_max: float,
-                  gain_min: float = 0.0) -> tuple[str, float, list[float]] | None:
+#: :func:`motion_interval`'s defaults, calibrated on the dev clips (``estimate_blind.py --calibrate``, "drift
+#: model interval"): 90 % of the drift model's Gaussian sigmas of the right kind within this factor of the
+#: truth, 90 % of its boxes within this many frames.
+INTERVAL_FACTOR, INTERVAL_FRAMES = 1.17, 1
+
+
+def motion_choice(motion: dict | None, margin: float, residual_max: float, gain_min: float = 0.0,
+                  interval_factor: float = INTERVAL_FACTOR,
+                  interval_frames: int = INTERVAL_FRAMES) -> tuple[str, float, list[float]] | None:
     """The drift model's answer when it is decisive: ``(spec, margin, interval)`` or ``None``.
 
     ``motion``: :meth:`MotionFit.to_dict` (or ``None``: no drift). The candidates are reduced to one per
@@ -274,7 +281,7 @@ def motion_choice(motion: dict | None, margin: float, residual_max: float,
     residual is within ``residual_max`` of the noise, the drift explains the frames' change (a still
     scene's residual over the drift model's is at least ``gain_min``: cells that move on their own
     are no rigid drift) and the next kind is ``margin`` units behind.
-    ``interval``: the Gaussian sigmas (or the box) within ``margin`` of the best of its kind.
+    ``interval``: :func:`motion_interval` of the answer.
     """
     if motion is None or motion["residual_ratio"] > residual_max:
         return None
@@ -289,13 +296,8 @@ def motion_choice(motion: dict | None, margin: float, residual_max: float,
     ranked = sorted(options.items(), key=lambda kv: kv[1])
     if len(ranked) < 2 or ranked[1][1] - ranked[0][1] < margin:
         return None
-    spec, best = ranked[0]
-    if spec.startswith("gaussian"):
-        near = [float(c.split(":")[1]) for c, v in nll.items() if c.startswith("gaussian") and v <= best + margin]
-        interval = sorted({float(spec.split(":")[1]), *near})
-    else:
-        interval = [float(spec.split(":")[1])] * 2 if spec != "none" else []
-    return spec, ranked[1][1] - ranked[0][1], [interval[0], interval[-1]] if interval else []
+    spec = ranked[0][0]
+    return spec, ranked[1][1] - ranked[0][1], motion_interval(spec, interval_factor, interval_frames)
 
 
 def motion_interval(spec: str, factor: float, frames: int) -> list[float]:
@@ -315,13 +317,13 @@ def motion_override(t_conf: dict, motion: dict | None, rules) -> dict:
     """The temporal confidence of :func:`napari_svi.estimate.decide` (``spec``: its answer), with the drift
     model's answer in place of the spectrum's where :func:`motion_choice` lets it through under ``rules``
     (a ``DecisionRules``)."""
-    pick = motion_choice(motion, rules.motion_margin, rules.motion_residual_max, rules.motion_gain_min)
+    pick = motion_choice(motion, rules.motion_margin, rules.motion_residual_max, rules.motion_gain_min,
+                         rules.motion_interval_factor, rules.motion_interval_frames)
     if pick is None:
         return t_conf
-    spec, margin, _ = pick
+    spec, margin, interval = pick
     if spec.startswith("gaussian") and float(spec.split(":")[1]) < rules.min_temporal_sigma:
-        spec = "none"
-    interval = motion_interval(spec, rules.motion_interval_factor, rules.motion_interval_frames)
+        spec, interval = "none", []
     spectral = t_conf["spec"]
     return {**t_conf, "spec": spec, "kind": spec.split(":")[0], "interval": interval or None,
             "unit": "frames" if spec.startswith("uniform") else "frames (sigma)", "method": "drift model",
