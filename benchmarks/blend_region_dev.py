@@ -23,26 +23,42 @@ from napari_svi.benchmark.metrics import psnr  # noqa: E402
 from napari_svi.priors.loading import load_prior  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-torch.set_num_threads(2)
-prior = load_prior("default", "cpu", channels=1)
-regions = [None if r == 'none' else int(r) for r in sys.argv[1].split(',')]
-tasks = sys.argv[2].split(',') if len(sys.argv) > 2 else ['uniform:7']
-res = {}
-for clip in eb.DEV:
-    clean = eb.load(clip, 8, 128, DATA).astype(np.float32)
-    peak = float(clean.max() - clean.min())
-    for task in tasks:
-        kind, _, val = task.partition('+')
-        spec = OperatorSpec(temporal_psf=kind, spatial_psf=val or None)
-        y = degrade(clean, spec, noise_sigma=0.01 * peak, seed=0)
+
+
+def dev_measurements(tasks):
+    """``(clip, task, clean, peak, spec, y)`` for every calibration clip and task: 8 x 128 x 128, noise 0.01, seed 0."""
+    for clip in eb.DEV:
+        clean = eb.load(clip, 8, 128, DATA).astype(np.float32)
+        peak = float(clean.max() - clean.min())
+        for task in tasks:
+            kind, _, val = task.partition("+")
+            spec = OperatorSpec(temporal_psf=kind, spatial_psf=val or None)
+            yield clip, task, clean, peak, spec, degrade(clean, spec, noise_sigma=0.01 * peak, seed=0)
+
+
+def compare(settings, tasks, run) -> None:
+    """Restore every dev measurement with ``run(setting, y, spec)`` per setting; print the PSNRs and the mean change."""
+    res = {}
+    for clip, task, clean, peak, spec, y in dev_measurements(tasks):
         row = []
-        for r in regions:
-            b.BLEND_REGION = r
-            out = restore(y, spec, prior=prior, seed=0, device="cpu", window=None)
-            p = psnr(clean / peak, out.restored / peak)
+        for setting in settings:
+            p = psnr(clean / peak, run(setting, y, spec).restored / peak)
             row.append(p)
-            res.setdefault((task, r), []).append(p)
-        print(f"{clip:18s} {task:22s}", ' '.join(f"{r}:{p:.2f}" for r, p in zip(regions, row, strict=True)), flush=True)
-for task in tasks:
-    base = np.array(res[(task, regions[0])])
-    print(task, ' '.join(f"{r}: {np.mean(np.array(res[(task, r)]) - base):+.3f} (min {np.min(np.array(res[(task, r)]) - base):+.2f})" for r in regions[1:]))
+            res.setdefault((task, setting), []).append(p)
+        print(f"{clip:18s} {task:22s}", " ".join(f"{g}:{p:.2f}" for g, p in zip(settings, row, strict=True)), flush=True)
+    for task in tasks:
+        base = np.array(res[(task, settings[0])])
+        print(task, " ".join(f"{g}: {np.mean(np.array(res[(task, g)]) - base):+.3f} (min {np.min(np.array(res[(task, g)]) - base):+.2f})"
+                             for g in settings[1:]))
+
+
+def _blend_region(region, y, spec):
+    b.BLEND_REGION = region
+    return restore(y, spec, prior=PRIOR, seed=0, device="cpu", window=None)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    PRIOR = load_prior("default", "cpu", channels=1)
+    compare([None if r == "none" else int(r) for r in sys.argv[1].split(",")],
+            sys.argv[2].split(",") if len(sys.argv) > 2 else ["uniform:7"], _blend_region)

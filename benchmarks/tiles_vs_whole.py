@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--gamma", default="auto", help="restore's gamma: auto | regional (default: auto)")
+    parser.add_argument("--gamma", default="auto", help="restore's gamma: auto (one per 64-px window) | piece (default: auto)")
     parser.add_argument("--start", default="tv", help="restore's start: tv | noise (default: tv)")
     parser.add_argument("--blend", default="cv", help="restore's blend: cv | none (default: cv)")
     parser.add_argument("--whole-samples", type=int, default=1,

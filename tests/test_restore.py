@@ -270,6 +270,18 @@ def test_metadata_is_json_and_complete(prior):
     assert record["window_margin"] == 2 and record["tiles"] == [1, 1]
 
 
+def test_gamma_is_one_per_window_by_default_and_one_per_piece_on_request(prior):
+    data = _stack(t=6, h=16, w=80)  # wider than one 64-px window: two windows overlapping by half
+    spec = OperatorSpec(temporal_psf="uniform:3")
+    windows = restore(data, spec, prior=prior, window=None, **KW)
+    piece = restore(data, spec, prior=prior, window=None, gamma="piece", **KW)
+    assert windows.metadata["gamma"][0]["region_px"] == 64
+    assert piece.metadata["gamma"][0]["region_px"] is None
+    assert not np.allclose(windows.restored, piece.restored)
+    with pytest.raises(ValueError, match="'auto', 'piece'"):
+        restore(data, spec, prior=prior, window=None, gamma="everywhere", **KW)
+
+
 def test_cli_restore_zarr_in_and_out(prior, tmp_path, monkeypatch):
     import zarr
 

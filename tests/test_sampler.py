@@ -234,17 +234,23 @@ def test_frames_without_data_are_interpolated_from_measured_neighbours():
     assert float((x - ramp).abs()[0::2].max()) < 1e-3  # measured frames match their data
 
 
-def test_regions_sum_and_expand_smoothly():
+def test_regions_overlap_by_half_sum_and_expand_smoothly():
     from napari_svi.sampler import Regions
 
-    regions = Regions((2, 1, 40, 40), (2, 1, 20, 20), region=20)  # 2x downsampling: 10-px regions in y
-    assert (regions.b, regions.nr, regions.nc) == (10, 2, 2)
+    regions = Regions((2, 1, 40, 40), (2, 1, 20, 20), region=20)  # 2x downsampling: 10-px windows in y
+    assert (regions.b, regions.rows, regions.cols) == (10, [0, 5, 10], [0, 5, 10])  # overlapping by half
     a = torch.ones(2, 1, 20, 20)
-    assert torch.equal(regions.sums(a), torch.full((2, 2), 200.0, dtype=torch.float64))
-    w = regions.expand(torch.tensor([[1.0, 100.0], [1.0, 100.0]]))
+    assert torch.equal(regions.sums(a), torch.full((3, 3), 200.0, dtype=torch.float64))
+    a[..., 12:, :] = 0.0  # rows 12-19 hold nothing: the windows starting at rows 0, 5 and 10 see 10, 7 and 2 rows
+    assert torch.equal(regions.sums(a)[:, 0], torch.tensor([200.0, 140.0, 40.0], dtype=torch.float64))
+    w = regions.expand(torch.tensor([[1.0, 10.0, 100.0]] * 3))
     assert w.shape == (1, 1, 20, 20)
     assert w[0, 0, 5, 0] == pytest.approx(1.0) and w[0, 0, 5, -1] == pytest.approx(100.0)
-    assert torch.all(w[0, 0, 5, 1:] >= w[0, 0, 5, :-1] - 1e-4)  # no step at the region edge: monotone in between
+    assert torch.all(w[0, 0, 5, 1:] >= w[0, 0, 5, :-1] - 1e-4)  # no step at a window edge: monotone in between
+    centre = regions.expand(torch.tensor([[1.0, 1.0, 1.0], [1.0, 100.0, 1.0], [1.0, 1.0, 1.0]]))
+    assert float(centre[0, 0, 10, 10]) > 50.0 and float(centre[0, 0, 0, 0]) == pytest.approx(1.0)  # a centre window of its own
+    single = Regions((1, 1, 30, 30), (1, 1, 30, 30), region=64)  # smaller than one window: one gamma
+    assert (single.nr, single.nc) == (1, 1) and float(single.sums(torch.ones(1, 1, 30, 30))) == 900.0
 
 
 def test_regional_gamma_weighs_the_worse_half_more():
@@ -255,12 +261,48 @@ def test_regional_gamma_weighs_the_worse_half_more():
     op = OperatorSpec(spatial_psf="gaussian:1").build((4, 1, 32, 64))
     regions = Regions(op.in_shape, op.out_shape, region=32)
     measured, trace = regional_statistics(op, regions, "cpu")
-    assert measured.shape == (1, 2) and torch.allclose(measured, torch.full((1, 2), 4 * 32 * 32.0, dtype=torch.float64))
+    assert measured.shape == (1, 3) and torch.allclose(measured, torch.full((1, 3), 4 * 32 * 32.0, dtype=torch.float64))
     residual = torch.zeros(op.out_shape)
     residual[..., :32] = 0.1  # the left half of the estimate is far off, the right half fits
     residual[..., 32:] = 0.01
     g = ResidualGamma(0.01, region=32).regional(regions.sums(residual.square()), measured, trace)
-    assert g[0, 0] > 10 * g[0, 1]
+    assert g[0, 0] > 10 * g[0, 2]  # the middle window (columns 16-47) sees half of each
+
+
+def test_relative_variance_follows_the_brightness_under_poisson_noise():
+    from napari_svi.noise import relative_variance
+
+    rng = np.random.default_rng(0)
+    clean = np.broadcast_to(np.linspace(0.05, 0.85, 64), (4, 1, 64, 64))  # brightness ramps across the columns
+    y = torch.as_tensor(rng.poisson(clean * 200) / 200.0)  # Poisson: variance proportional to brightness
+    seen = torch.ones(y.shape, dtype=torch.bool)
+    seen[0, 0, :8] = False  # unmeasured entries carry no noise
+    rel = relative_variance(y, seen)
+    assert float(rel[seen].mean()) == pytest.approx(1.0) and float(rel[~seen].abs().max()) == 0.0
+    ratio = float(rel[..., 56:].mean() / rel[..., :8].mean())
+    truth = float(clean[0, 0, 0, 56:].mean() / clean[0, 0, 0, :8].mean())  # 9.7
+    assert 0.7 * truth < ratio < 1.3 * truth
+    flat = relative_variance(torch.as_tensor(rng.normal(0.05, 0.01, (4, 1, 64, 64)) + clean), torch.ones(4, 1, 64, 64, dtype=torch.bool))
+    assert float(flat.max()) < 1.3 and float(flat.min()) > 0.7  # Gaussian noise on the same ramp: about the same everywhere
+
+
+def test_regional_gamma_reads_poisson_noise_in_bright_regions_as_noise():
+    from napari_svi.noise import ResidualGamma, relative_variance
+    from napari_svi.sampler import Regions, regional_statistics
+
+    rng = np.random.default_rng(1)
+    clean = np.full((4, 1, 32, 64), 0.05)
+    clean[..., 32:] = 0.85  # the right half is bright
+    y = torch.as_tensor(rng.poisson(clean * 200) / 200.0, dtype=torch.float32)
+    op = Identity(tuple(y.shape))
+    regions = Regions(op.in_shape, op.out_shape, region=32)
+    measured, trace = regional_statistics(op, regions, "cpu")
+    residual = regions.sums((y - torch.as_tensor(clean, dtype=torch.float32)).square())  # a perfect denoiser: noise only
+    sigma = float((y - torch.as_tensor(clean)).square().mean().sqrt())  # the stack's RMS noise
+    rule = ResidualGamma(sigma, region=32)
+    share = regions.sums(relative_variance(y, torch.ones(y.shape, dtype=torch.bool)))
+    assert float(rule.regional(residual, measured, trace)[0, 2]) > 10 * rule.low  # one sigma: the bright half looks badly denoised
+    assert float(rule.regional(residual, measured, trace, share).max()) < 5 * rule.low  # its own noise: no error left to weigh
 
 
 def test_partial_timesteps_run_from_the_warm_start_to_zero():

@@ -60,12 +60,17 @@ def parse_noise_sigma(text) -> float | str | None:
     return None if value == 0 else value
 
 
+def _binned_variances(r: np.ndarray, level: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median brightness and robust (MAD) variance of ``r`` in equal-count bins of ``level`` (>= 64 entries each)."""
+    bins = max(1, min(bins, r.size // 64))
+    parts = np.array_split(np.argsort(level, kind="stable"), bins)
+    variances = [(1.4826 * np.median(np.abs(r[p] - np.median(r[p])))) ** 2 for p in parts]
+    return np.array([np.median(level[p]) for p in parts]), np.array(variances)
+
+
 def _binned_sigma(r: np.ndarray, level: np.ndarray, bins: int) -> float:
     """Root of the pixel-weighted mean of robust (MAD) variances of ``r`` in equal-count brightness bins."""
-    bins = max(1, min(bins, r.size // 64))  # at least 64 pixels per bin
-    order = np.argsort(level, kind="stable")
-    variances = [(1.4826 * np.median(np.abs(part - np.median(part)))) ** 2 for part in np.array_split(r[order], bins)]
-    return float(math.sqrt(np.mean(variances)))
+    return float(math.sqrt(np.mean(_binned_variances(r, level, bins)[1])))
 
 
 def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: int = 16) -> float:
@@ -111,6 +116,45 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
     return sigma
 
 
+def relative_variance(y01, seen, bins: int = 16):
+    """Each measured entry's noise variance relative to the mean over the measured entries, ``(T, C, H, W)``.
+
+    Microscopy noise grows with the signal (Poisson), so a region of bright structure holds more of the
+    noise than its share of the entries. The two residuals of :func:`estimate_noise_sigma` (the finest
+    Haar wavelet's diagonal band of every 2 x 2 block; the second difference along time, here binned by
+    the mean of its three frames, which is uncorrelated with it, where the two neighbours' mean biases the
+    outer bins low by up to 1.5x) are grouped into ``bins`` equal-count bins of brightness, each bin's
+    variance a robust (MAD) estimate that grows with brightness (the bins' running maximum). Every entry
+    gets the smaller of the two at its own brightness (interpolated between the bins' median brightness;
+    texture only adds to a residual), scaled to a mean of one. Texture that both residuals still hold in
+    the brightest bins reads as noise there (held-out nuclei crop with Gaussian noise,
+    benchmarks/tiles_vs_whole.py: 35.44 dB, against 35.36 dB with the spatial band alone and 35.48 dB
+    with the same variance everywhere); a line through the bins that counted as flat below a rise of 3
+    lost 1.04 dB on the suite's dim nuclei (benchmarks/results/tiles_vs_whole/README.md, "A gamma per
+    window"). All ones where fewer than 128 blocks are measured. ``y01`` and ``seen`` (bool) are torch
+    tensors of one shape.
+    """
+    import torch
+
+    y = y01.detach().to("cpu", torch.float64).numpy()
+    m = seen.detach().to("cpu").numpy().astype(bool)
+    a, b, c, d = y[..., :-1, :-1], y[..., :-1, 1:], y[..., 1:, :-1], y[..., 1:, 1:]
+    ok = m[..., :-1, :-1] & m[..., :-1, 1:] & m[..., 1:, :-1] & m[..., 1:, 1:]
+    r, level = ((a - b - c + d) / 2)[ok], ((a + b + c + d) / 4)[ok]
+    if r.size < 128:
+        return seen.to(y01.dtype)
+    profiles = [_binned_variances(r, level, bins)]
+    if y.shape[0] >= 3:  # the second difference along time, binned by the three frames' mean (uncorrelated with it)
+        ok_t = m[1:-1] & m[:-2] & m[2:]
+        if int(ok_t.sum()) >= 128:
+            r_t = ((y[:-2] + y[2:]) / 2 - y[1:-1]) / math.sqrt(1.5)
+            profiles.append(_binned_variances(r_t[ok_t], ((y[:-2] + y[1:-1] + y[2:]) / 3)[ok_t], bins))
+    out = np.min([np.interp(y, centres, np.maximum.accumulate(var)) for centres, var in profiles], axis=0)
+    mean = float(out[m].mean())
+    out = out / mean if mean > 0 else np.ones_like(y)
+    return torch.as_tensor(np.where(m, out, 0.0), dtype=y01.dtype, device=y01.device)
+
+
 def stack_noise_sigma(stack, scale, noise_sigma, mask: np.ndarray | None = None) -> float | None:
     """The noise level of one ``(T_m, H_m, W_m)`` stack on the [0, 1] scale of ``scale``.
 
@@ -148,9 +192,9 @@ class ResidualGamma:
     scale: float = 1.0
     low: float = 0.05
     high: float = 1000.0
-    #: Edge in true pixels of the square regions that each get their own gamma (``None``: one for the
-    #: whole piece). A denoiser's error differs between dark background and textured structure, so
-    #: one global weight is too strong in one place and too weak in another.
+    #: Edge in true pixels of the windows (overlapping by half) that each get their own gamma (``None``:
+    #: one for the whole piece). A denoiser's error differs between dark background and textured
+    #: structure, so one global weight is too strong in one place and too weak in another.
     region: int | None = None
 
     def __post_init__(self) -> None:
@@ -167,11 +211,17 @@ class ResidualGamma:
         s2 = max(residual_energy - measured * var, 0.0) / max(trace, 1e-12)
         return float(min(max(self.scale * s2 / var, self.low), self.high))
 
-    def regional(self, residual_energy, measured, trace):
-        """The same rule per region: tensors of region sums -> a tensor of gammas (same shape)."""
+    def regional(self, residual_energy, measured, trace, noise_share=None):
+        """The same rule per region: tensors of region sums -> a tensor of gammas (same shape).
+
+        ``noise_share``: the region sums of :func:`relative_variance` (``None``: the same noise
+        variance everywhere, ``measured``); a region's noise variance is ``sigma^2`` times its mean
+        relative variance, so bright regions under Poisson noise are not read as badly denoised."""
         var = self.noise_sigma**2
-        s2 = (residual_energy - measured * var).clamp_min(0.0) / trace.clamp_min(1e-12)
-        return (self.scale * s2 / var).clamp(self.low, self.high)
+        share = measured if noise_share is None else noise_share
+        s2 = (residual_energy - share * var).clamp_min(0.0) / trace.clamp_min(1e-12)
+        local = var * (share / measured.clamp_min(1e-12)).clamp_min(1e-6)
+        return (self.scale * s2 / local).clamp(self.low, self.high)
 
 
 #: ``eta="auto"``: DDIM stochasticity with noisy data, and without (the paper's 0.15). With noise, every
@@ -188,14 +238,17 @@ def auto_eta(noise_sigma: float | None) -> float:
     return AUTO_ETA_NOISY if noise_sigma else AUTO_ETA_NOISELESS
 
 
-#: Region edge (true pixels) of ``gamma="regional"`` (``"auto"``: one gamma per piece). Measured on the
-#: suite's actin clip (96 px, box 5): 28.37 dB regional against 28.69 dB with one gamma, so not the default.
+#: Window edge (true pixels) of ``gamma="auto"``: one gamma per window, the windows overlapping by half
+#: (``"piece"``: one gamma per piece). Square regions that did not overlap and one noise variance for all
+#: of them lost on the suite's actin clip (96 px, box 5: 28.37 dB against 28.69 dB with one gamma); windows
+#: overlapping by half, with each window's noise variance from its brightness, are the default since
+#: 2026-12-06 (benchmarks/results/tiles_vs_whole/README.md, "A gamma per window").
 GAMMA_REGION = 64
 
 
 def auto_gamma(noise_sigma: float | None, region: int | None = None) -> float | ResidualGamma:
-    """``gamma="auto"``: the noiseless normal equations (``inf``) without noise, else :class:`ResidualGamma`,
-    one for the whole piece or, with ``region`` (``gamma="regional"``), one per ``region`` x ``region`` pixels."""
+    """The noiseless normal equations (``inf``) without noise, else :class:`ResidualGamma`, one for the whole
+    piece (``gamma="piece"``) or, with ``region`` (``gamma="auto"``), one per window of ``region`` pixels."""
     return math.inf if not noise_sigma else ResidualGamma(float(noise_sigma), region=region)
 
 

@@ -133,7 +133,7 @@ class _Restoration:
         self.prior = prior_obj
         self.spec, self.sigmas, self.solver = spec, sigmas, PieceSolver(start, start_t, blend)
         self.etas = [auto_eta(sg) if eta == "auto" else float(eta) for sg in sigmas]
-        self.gammas = [auto_gamma(sg) if gamma == "auto" else auto_gamma(sg, region=GAMMA_REGION) if gamma == "regional"
+        self.gammas = [auto_gamma(sg) if gamma == "piece" else auto_gamma(sg, region=GAMMA_REGION) if gamma in ("auto", "regional")
                        else float(gamma) for sg in sigmas]
         t, (h, w) = self.plan.n_frames, self.plan.frame_shape
         out_shape = list(arr.shape)
@@ -295,10 +295,12 @@ def restore(data, operator: OperatorSpec | None = None, *, callback: Callable[[d
         Standard deviation of the measurement noise in the data's units (for Poisson noise, its root
         mean square over the pixels); ``"auto"`` estimates it (:func:`~napari_svi.noise.estimate_noise_sigma`),
         ``None`` assumes noiseless data (solves the normal equations).
-    gamma : float, "auto" or "regional"
+    gamma : float, "auto" or "piece"
         Data-consistency weight of the noisy CG form; ``"auto"`` sets it at every step from the
         noise level and the residual of the denoised estimate (:class:`~napari_svi.noise.ResidualGamma`),
-        one for each piece; ``"regional"`` one per region of 64 x 64 pixels (smoothly blended).
+        one per window of 64 x 64 pixels (overlapping by half, smoothly blended; each window's noise
+        variance follows its brightness, :func:`~napari_svi.noise.relative_variance`); ``"piece"`` one
+        for each piece (the rule before 2026-12-06); ``"regional"`` is ``"auto"``.
     seed : int
         Seed; the same seed, input and device give the same result.
     samples : int

@@ -23,8 +23,8 @@ def check_settings(steps, eta, cg_steps, samples, seed, noise_sigma, gamma, prev
     if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0.0 <= eta <= 1.0)):
         raise ValueError(f"eta must be 'auto' or a number in [0, 1], got {eta!r}")
     check_noise_sigma(noise_sigma)
-    if not (gamma in ("auto", "regional") or (isinstance(gamma, (int, float)) and gamma > 0)):
-        raise ValueError(f"gamma must be 'auto', 'regional' or a positive number (inf = noiseless form), got {gamma!r}")
+    if not (gamma in ("auto", "piece", "regional") or (isinstance(gamma, (int, float)) and gamma > 0)):
+        raise ValueError(f"gamma must be 'auto', 'piece' or a positive number (inf = noiseless form), got {gamma!r}")
     if isinstance(fill_unseen, bool) or not (isinstance(fill_unseen, (int, float)) and math.isfinite(fill_unseen)
                                              and fill_unseen >= 0):
         raise ValueError(f"fill_unseen must be a number >= 0 (0: off), got {fill_unseen!r}")

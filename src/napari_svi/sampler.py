@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .cg import conjugate_gradient
-from .noise import ResidualGamma
+from .noise import ResidualGamma, relative_variance
 from .operators.base import LinearOperator
 from .priors.base import DiffusionPrior
 from .schedules import partial_timesteps, sampling_timesteps
@@ -42,29 +43,39 @@ def operator_statistics(operator: LinearOperator, device, dtype=torch.float32, p
 
 
 class Regions:
-    """Square regions of the measurement (about ``region`` true pixels a side) for a gamma per region.
+    """Square windows of the measurement (about ``region`` true pixels a side) for a gamma per window.
 
-    :meth:`sums` adds a measurement-shaped tensor up per region (over frames and channels too);
-    :meth:`expand` turns one value per region into a smooth weight map of the measurement's frame
-    size (bilinear between region centres, in the log domain), so no seam marks a region edge.
+    The windows overlap by half, as 64-px tiles do (:func:`napari_svi.windows.spread_starts`), so a
+    structure in the middle of a frame gets a window of its own instead of the corner of four.
+    :meth:`sums` adds a measurement-shaped tensor up per window (over frames and channels too);
+    :meth:`expand` turns one value per window into a smooth weight map of the measurement's frame size
+    (the windows' raised-cosine blend weights, :func:`napari_svi.windows.blend_weights`, in the log
+    domain), so no seam marks a window edge.
     """
 
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], region: int):
+        from .windows import blend_weights, spread_starts
+
         self.hm, self.wm = int(out_shape[-2]), int(out_shape[-1])
         self.b = max(4, round(region * self.hm / int(in_shape[-2])))  # in measurement pixels (downsampling)
-        self.nr, self.nc = -(-self.hm // self.b), -(-self.wm // self.b)
+        self.rows, self.cols = (spread_starts(n, self.b, self.b // 2) for n in (self.hm, self.wm))
+        self.nr, self.nc = len(self.rows), len(self.cols)
+        self.ramps = [torch.as_tensor(np.stack([np.pad(w, (s, n - s - w.size)) for s, w in zip(starts, blend_weights(starts, self.b, n), strict=True)]))
+                      for starts, n in ((self.rows, self.hm), (self.cols, self.wm))]
 
     def sums(self, a: torch.Tensor) -> torch.Tensor:
         a = a.to(torch.float64).sum(dim=tuple(range(a.ndim - 2)))
-        a = torch.nn.functional.pad(a, (0, self.nc * self.b - self.wm, 0, self.nr * self.b - self.hm))
-        return a.reshape(self.nr, self.b, self.nc, self.b).sum(dim=(1, 3))
+        c = torch.nn.functional.pad(a.cumsum(0).cumsum(1), (1, 0, 1, 0))  # c[i, j] = a[:i, :j].sum()
+        r0 = torch.tensor(self.rows)
+        c0 = torch.tensor(self.cols)
+        r1, c1 = (r0 + self.b).clamp_max(self.hm), (c0 + self.b).clamp_max(self.wm)
+        return c[r1][:, c1] - c[r0][:, c1] - c[r1][:, c0] + c[r0][:, c0]
 
     def expand(self, values: torch.Tensor) -> torch.Tensor:
         if values.numel() == 1:
             return values.reshape(1, 1, 1, 1).float()
-        grid = torch.nn.functional.interpolate(values.log()[None, None].float(), size=(self.nr * self.b, self.nc * self.b),
-                                               mode="bilinear", align_corners=False)
-        return grid[..., : self.hm, : self.wm].exp()
+        rows, cols = (r.to(values.device, torch.float64) for r in self.ramps)
+        return (rows.T @ values.double().log() @ cols).exp().float()[None, None]
 
 
 def regional_statistics(operator: LinearOperator, regions: Regions, device, dtype=torch.float32,
@@ -239,6 +250,8 @@ def svi_steps(
     if adaptive is not None and adaptive.region is not None:
         regions = Regions(shape, tuple(operator.out_shape), adaptive.region)
         measured, trace = regional_statistics(operator, regions, device, dtype)
+        seen = operator.forward(torch.ones(shape, device=device, dtype=dtype)) != 0
+        noise_share = regions.sums(relative_variance(y, seen))
     elif adaptive is not None:
         measured, trace = operator_statistics(operator, device, dtype)
     unseen = unseen_frames(operator) if fill_weight > 0 else None
@@ -262,7 +275,7 @@ def svi_steps(
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0 = (x0 + 1) / 2
         if regions is not None:
-            g_regions = adaptive.regional(regions.sums((y - operator.forward(x0)).square()), measured, trace)
+            g_regions = adaptive.regional(regions.sums((y - operator.forward(x0)).square()), measured, trace, noise_share)
             weight = regions.expand(g_regions).to(device=device, dtype=dtype)
             g = float(g_regions.median())  # reported: the median region's gamma
         elif adaptive is not None:

@@ -223,7 +223,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
         prior = TiledPrior(prior, tile_size=None, max_pixels_per_batch=args.max_pixels)
     settings = QualitySettings(steps=args.steps, eta=args.eta, cg_steps=args.cg_steps, seed=args.seed,
-                               start=args.start, blend=args.blend,
+                               start=args.start, blend=args.blend, gamma=args.gamma,
                                device=str(device), peak_photons=args.peak_photons, read_noise_photons=args.read_noise,
                                rl_max_iter=args.rl_max_iter, tv_iter=args.tv_iter)
     header = {"command": command_line(), "data": data_record, "machine": machine_info(device),
@@ -265,7 +265,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     result = run_suite(prior, clips=tuple(args.clips), tasks=tuple(args.tasks), methods=tuple(args.methods),
                        frames=args.frames, crop=args.crop, data_dir=args.data_dir,
                        settings=QualitySettings(seed=args.seed, device=str(device),
-                                                start=args.start, blend=args.blend, samples=args.samples,
+                                                start=args.start, blend=args.blend, gamma=args.gamma, samples=args.samples,
                                                 **{k: getattr(args, k) for k in ("steps", "eta")
                                                    if getattr(args, k) is not None}),
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -282,6 +282,8 @@ def _add_start_flags(p: argparse.ArgumentParser) -> None:
                    help="SVI's start: the TV estimate diffused to t=200, or noise as in the paper (default: tv)")
     p.add_argument("--blend", choices=("cv", "none"), default="cv",
                    help="SVI's blend with the TV estimate by held-out data, or none (default: cv)")
+    p.add_argument("--gamma", choices=("auto", "piece"), default="auto",
+                   help="SVI's data weight: one per 64-px window, or one per piece (default: auto)")
 
 
 def _prior_record(prior, spec: str) -> dict:

@@ -125,6 +125,7 @@ class QualitySettings:
     eta: float | str = "auto"
     start: str = "tv"
     blend: str = "cv"
+    gamma: str = "auto"  # restore's gamma rule: "auto" (one per 64-px window) or "piece"
     samples: int = 1  # posterior samples of svi; the result is their mean
     cg_steps: int = 5
     seed: int = 0
@@ -281,7 +282,7 @@ def _diffusion(method: str, y: np.ndarray, spec: OperatorSpec, task: Task, t_fra
     noise_sigma, how = ("auto", AUTO_NOISE) if task.noisy else (None, "none (noiseless normal equations)")
     kwargs = dict(prior=prior, steps=settings.steps, eta=settings.eta, cg_steps=settings.cg_steps,
                   start=settings.start, blend=settings.blend,
-                  noise_sigma=noise_sigma, gamma="auto", seed=settings.seed, samples=settings.samples,
+                  noise_sigma=noise_sigma, gamma=settings.gamma, seed=settings.seed, samples=settings.samples,
                   device=settings.device, batch_consistent=(method == "svi"), true_frames=t_frames)
     m = measure(lambda: restore(y, spec, **kwargs), device=_device(settings.device))
     meta = m.value.metadata
