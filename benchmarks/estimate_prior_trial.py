@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--t0", type=int, default=150)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--cut", type=float, default=0.2)
+    p.add_argument("--redraws", type=int, default=1, help="noise draws per candidate; the log ratios are averaged")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     prior = load_prior("default", "cpu", channels=1)
@@ -81,8 +82,9 @@ def main(argv=None) -> int:
                 op = OperatorSpec(temporal_psf=args.temporal, spatial_psf=None if s == 0 else f"gaussian:{s:g}")
                 x = restore(y, op, threads=2).restored
                 x01 = scale.to_unit(x).astype(np.float64)
-                back = redraw(prior, x01, args.t0, args.steps, seed=0)
-                gain = math.log2(high_power(back, args.cut) / max(high_power(x01, args.cut), 1e-30))
+                power = max(high_power(x01, args.cut), 1e-30)
+                gain = float(np.mean([math.log2(high_power(redraw(prior, x01, args.t0, args.steps, seed=k), args.cut) / power)
+                                      for k in range(args.redraws)]))
                 cells.append(f"{s:g}: {psnr(tscale.to_unit(truth), tscale.to_unit(x)):.2f} dB {gain:+.2f}")
             print(f"{clip:17s} {spatial:10s} {args.noise:5s}", " | ".join(cells), flush=True)
     return 0
