@@ -68,6 +68,14 @@ def _binned_variances(r: np.ndarray, level: np.ndarray, bins: int) -> tuple[np.n
     return np.array([np.median(level[p]) for p in parts]), np.array(variances)
 
 
+def _haar_diagonal(y: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finest Haar wavelet's diagonal band ``(a - b - c + d) / 2`` of every 2 x 2 block whose four
+    entries are observed (``m``), and the blocks' mean brightness (uncorrelated with it for white noise)."""
+    a, b, c, d = y[..., :-1, :-1], y[..., :-1, 1:], y[..., 1:, :-1], y[..., 1:, 1:]
+    ok = m[..., :-1, :-1] & m[..., :-1, 1:] & m[..., 1:, :-1] & m[..., 1:, 1:]
+    return ((a - b - c + d) / 2)[ok], ((a + b + c + d) / 4)[ok]
+
+
 def _binned_sigma(r: np.ndarray, level: np.ndarray, bins: int) -> float:
     """Root of the pixel-weighted mean of robust (MAD) variances of ``r`` in equal-count brightness bins."""
     return float(math.sqrt(np.mean(_binned_variances(r, level, bins)[1])))
@@ -102,12 +110,10 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
     if y01.ndim != 3 or min(y01.shape[-2:]) < 8:
         raise ValueError("noise_sigma='auto' needs frames of at least 8 x 8 pixels; give noise_sigma as a number")
     m = np.ones(y01.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask) != 0, y01.shape)
-    a, b, c, d = y01[:, :-1, :-1], y01[:, :-1, 1:], y01[:, 1:, :-1], y01[:, 1:, 1:]
-    seen = m[:, :-1, :-1] & m[:, :-1, 1:] & m[:, 1:, :-1] & m[:, 1:, 1:]
-    r = ((a - b - c + d) / 2)[seen]
+    r, level = _haar_diagonal(y01, m)
     if r.size < 16:
         raise ValueError("noise_sigma='auto' needs more observed pixels; give noise_sigma as a number")
-    sigma = _binned_sigma(r, ((a + b + c + d) / 4)[seen], bins)
+    sigma = _binned_sigma(r, level, bins)
     if y01.shape[0] >= 3:
         seen_t = m[1:-1] & m[:-2] & m[2:]
         if int(seen_t.sum()) >= 16:
@@ -138,9 +144,7 @@ def relative_variance(y01, seen, bins: int = 16):
 
     y = y01.detach().to("cpu", torch.float64).numpy()
     m = seen.detach().to("cpu").numpy().astype(bool)
-    a, b, c, d = y[..., :-1, :-1], y[..., :-1, 1:], y[..., 1:, :-1], y[..., 1:, 1:]
-    ok = m[..., :-1, :-1] & m[..., :-1, 1:] & m[..., 1:, :-1] & m[..., 1:, 1:]
-    r, level = ((a - b - c + d) / 2)[ok], ((a + b + c + d) / 4)[ok]
+    r, level = _haar_diagonal(y, m)
     if r.size < 128:
         return seen.to(y01.dtype)
     profiles = [_binned_variances(r, level, bins)]
