@@ -296,7 +296,7 @@ def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]
     return "\n".join(lines) + "\n"
 
 
-def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) -> list[dict]:
+def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print, threads: int = 1) -> list[dict]:
     """``n`` blurred cases spread over clips and settings: restore a 10-frame, 64-px clip degraded the same way
     (defaults, 1 thread) with the PSFs estimated for the case (from its full-size measurement) and with
     the true PSFs; PSNR against the truth on its range."""
@@ -304,9 +304,7 @@ def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) 
     from napari_svi.operators import OperatorSpec
     from napari_svi.restore import restore
 
-    blurred = [r for r in records if r["temporal"] != "none" or r["spatial"] != "none"]
-    rng = np.random.default_rng(0)
-    picked = [blurred[i] for i in sorted(rng.choice(len(blurred), size=min(n, len(blurred)), replace=False))]
+    picked = _picked(records, n)
     out = []
     for r in picked:
         truth = load(r["clip"], 10, 64, dev_data)
@@ -323,13 +321,54 @@ def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print) 
                 row["psnr_auto"], row["seconds_auto"] = row["psnr_true"], row["seconds_true"]
                 continue
             t0 = time.perf_counter()
-            res = restore(y, op, threads=1)
+            res = restore(y, op, threads=threads)
             row[f"psnr_{label}"] = psnr(scale.to_unit(truth), scale.to_unit(res.restored))
             row[f"seconds_{label}"] = round(time.perf_counter() - t0, 1)
         out.append(row)
         progress(f"restore {row['clip']} {row['temporal']} {row['spatial']} {row['noise']}: auto {row['est_temporal']} "
                  f"{row['est_spatial']} {row['psnr_auto']:.2f} dB, true {row['psnr_true']:.2f} dB")
     return out
+
+
+def referee_cases(records: list[dict], only: list[dict] | None, frames: int, crop: int, dev_data: Path,
+                  cache: Path | None, threads: int, progress=print) -> None:
+    """Ask the prior referee (the trial ``prior_referee.py``, not in the package) about every record it would be asked about
+    (all, or those in ``only``), as ``restore --spatial-psf auto`` does, on the same measurement the
+    estimate saw; the record's spatial answer, confidence and hit are updated in place. Answers are kept
+    in ``cache`` (by case) and reused."""
+    from prior_referee import asks, referee
+
+    from napari_svi.priors.loading import load_prior
+    from napari_svi.restore import restore
+
+    done = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    prior = None
+    for r in records if only is None else only:
+        if not asks(r["est_spatial"], r["confidence"]["spatial_psf"]):
+            continue
+        key = "|".join(r[k] for k in ("clip", "temporal", "spatial", "noise"))
+        if key not in done:
+            prior = prior or load_prior("default", "cpu", channels=1)
+            y, _ = measure(load(r["clip"], frames, crop, dev_data), r["temporal"], r["spatial"], r["noise"])
+            run = referee(y, r["est_temporal"], r["est_spatial"], r["confidence"]["spatial_psf"], prior, lambda d, op, p=prior: restore(d, op, prior=p, threads=threads).restored)
+            try:
+                while True:
+                    next(run)
+            except StopIteration as stop:
+                spatial, conf = stop.value
+            done[key] = {"spatial": spatial, "confidence": conf}
+            if cache is not None:
+                cache.write_text(json.dumps(done, indent=0, default=float))
+            progress(f"referee {key}: {r['est_spatial']} -> {spatial} ({conf['referee']['seconds']:.0f} s)")
+        r["est_spatial"], r["confidence"]["spatial_psf"] = done[key]["spatial"], done[key]["confidence"]
+        score(r)
+
+
+def _picked(records: list[dict], n: int) -> list[dict]:
+    """The ``n`` blurred cases :func:`restore_subset` restores (a fixed draw)."""
+    blurred = [r for r in records if r["temporal"] != "none" or r["spatial"] != "none"]
+    rng = np.random.default_rng(0)
+    return [blurred[i] for i in sorted(rng.choice(len(blurred), size=min(n, len(blurred)), replace=False))]
 
 
 #: How much a wrong PSF costs a restore: (clip, true temporal, true spatial, noise, PSFs tried).
@@ -375,11 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", default=None, metavar="FILE,...",
                    help="reuse the estimates of these records files, merged (no re-estimation)")
     p.add_argument("--calibrate", action="store_true", help="print the decision rules that fit these records best")
+    p.add_argument("--referee", choices=("none", "restored", "all"), default="none",
+                   help="trial: ask the prior referee (prior_referee.py) where it is asked, in the restored cases or all")
+    p.add_argument("--referee-cache", default=None, metavar="FILE", help="keep and reuse the referee's answers here")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the referee and the restores")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
     args = p.parse_args(argv)
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     clips = HELDOUT if args.clips == "heldout" else DEV
     if args.only:
         unknown = sorted(set(args.only.split(",")) - set(clips))
@@ -409,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
             score(r)
     else:
         records = run_cases(clips, args.frames, args.crop, dev_data)
+    if args.referee != "none":
+        referee_cases(records, _picked(records, args.restore) if args.referee == "restored" else None, args.frames,
+                      args.crop, dev_data, Path(args.referee_cache) if args.referee_cache else None, args.threads)
     if args.save_records:
         Path(args.save_records).write_text(json.dumps(records, indent=0, default=float))
     if args.calibrate:
@@ -416,15 +462,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(calibration, indent=1))
     summ = summary(records)
     print(json.dumps({k: v for k, v in summ.items() if k != "by_clip"}, indent=1))
-    restores = restore_subset(records, args.restore, dev_data) if args.restore else []
+    restores = restore_subset(records, args.restore, dev_data, threads=args.threads) if args.restore else []
     if args.output:
         import platform
 
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
-        header = {"command": "OMP_NUM_THREADS=1 python benchmarks/estimate_blind.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        header = {"command": f"OMP_NUM_THREADS={args.threads} python benchmarks/estimate_blind.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   "clips": list(clips), "frames": args.frames, "crop": args.crop,
-                  "machine": f"{platform.processor() or platform.machine()}, 1 thread"}
+                  "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"}
         if args.records:
             header["estimates_from"] = args.records
         tag = f"_{args.clips}" if args.clips != "heldout" else ""

@@ -13,6 +13,7 @@ the PSNR of the restore and ``log2`` of the redrawn over the restored power abov
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -68,25 +69,42 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--cut", type=float, default=0.2)
     p.add_argument("--redraws", type=int, default=1, help="noise draws per candidate; the log ratios are averaged")
+    p.add_argument("--temporals", default=None,
+                   help="true temporal PSFs to cycle through, case by case (instead of --temporal for all)")
+    p.add_argument("--noises", default=None, help="comma-separated noises, each case in each (instead of --noise)")
+    p.add_argument("--save", default=None, metavar="FILE", help="append one JSON line per case to FILE")
     args = p.parse_args(argv)
+    temporals = (args.temporals or args.temporal).split(",")
+    noises = (args.noises or args.noise).split(",")
+    cuts = (0.1, 0.15, 0.2, 0.3)
     torch.set_num_threads(2)
     prior = load_prior("default", "cpu", channels=1)
     cands = [float(c) for c in args.candidates.split(",")]
+    case = 0
     for clip in args.clips.split(","):
         truth = eb.load(clip, 10, 64, DATA)
         for spatial in args.spatials.split(","):
-            y, _ = eb.measure(truth, args.temporal, spatial, args.noise)
-            scale, tscale = measurement_scale(y), truth_scale(truth)
-            cells = []
-            for s in cands:
-                op = OperatorSpec(temporal_psf=args.temporal, spatial_psf=None if s == 0 else f"gaussian:{s:g}")
-                x = restore(y, op, threads=2).restored
-                x01 = scale.to_unit(x).astype(np.float64)
-                power = max(high_power(x01, args.cut), 1e-30)
-                gain = float(np.mean([math.log2(high_power(redraw(prior, x01, args.t0, args.steps, seed=k), args.cut) / power)
-                                      for k in range(args.redraws)]))
-                cells.append(f"{s:g}: {psnr(tscale.to_unit(truth), tscale.to_unit(x)):.2f} dB {gain:+.2f}")
-            print(f"{clip:17s} {spatial:10s} {args.noise:5s}", " | ".join(cells), flush=True)
+            for noise in noises:
+                temporal = temporals[case % len(temporals)]
+                case += 1
+                y, _ = eb.measure(truth, temporal, spatial, noise)
+                scale, tscale = measurement_scale(y), truth_scale(truth)
+                cells, rec = [], {"clip": clip, "temporal": temporal, "spatial": spatial, "noise": noise, "candidates": {}}
+                for s in cands:
+                    op = OperatorSpec(temporal_psf=None if temporal == "none" else temporal,
+                                      spatial_psf=None if s == 0 else f"gaussian:{s:g}")
+                    x = restore(y, op, threads=2).restored
+                    x01 = scale.to_unit(x).astype(np.float64)
+                    draws = [redraw(prior, x01, args.t0, args.steps, seed=k) for k in range(args.redraws)]
+                    gains = {c: float(np.mean([math.log2(high_power(d, c) / max(high_power(x01, c), 1e-30))
+                                               for d in draws])) for c in cuts}
+                    quality = psnr(tscale.to_unit(truth), tscale.to_unit(x))
+                    rec["candidates"][f"{s:g}"] = {"psnr": round(quality, 3), "gain": {f"{c:g}": round(v, 4) for c, v in gains.items()}}
+                    cells.append(f"{s:g}: {quality:.2f} dB {gains.get(args.cut, gains[0.2]):+.2f}")
+                print(f"{clip:17s} {temporal:12s} {spatial:10s} {noise:5s}", " | ".join(cells), flush=True)
+                if args.save:
+                    with open(args.save, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
     return 0
 
 
