@@ -91,7 +91,9 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
       observed pixels (with half the pixels missing, 1 block in 16 instead of 1 pixel in 500 for
       the 3 x 3 neighbourhood of a Laplacian, whose few survivors are mostly dark background);
     - temporal: ``(y_{k-1} + y_{k+1}) / 2 - y_k`` scaled by ``1 / sqrt(1.5)``, the second difference
-      along time, near zero where the frames change slowly (temporal blur, slow motion). In sharp,
+      along time, near zero where the frames change slowly (temporal blur, slow motion), binned by
+      the three frames' mean. (Binned by the two neighbours' mean, which is correlated with it, a
+      flat region read 0.82 of its noise, and the smaller estimate below came out low.) In sharp,
       undersampled frames (2x or 4x downsampled) every spatial residual holds structure; the
       temporal one does not.
 
@@ -102,9 +104,10 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
     the bins' mean variance: the noise energy per measurement that the data-consistency rule needs
     (a single median would measure the dark background's noise only). Structure only adds to a
     residual, so the smaller of the two estimates is returned. On the realistic suite's 40
-    degraded clips (``benchmarks/results/suite``) it is within 0.92-1.13 of the true noise except
-    for frame interpolation of sharp frames (up to 1.24); the 3 x 3 Laplacian it replaces was off
-    by 0.53 (half the pixels missing) to 2.9 (4x downsampled).
+    degraded clips (128 px, 10 frames; ``benchmarks/noise_estimate.py``) it is within 0.98-1.07 of the
+    true noise except for frame interpolation (interp2: 1.04-1.17); binned by the neighbours' mean it
+    was 0.93-1.07, low at 50 photons; the 3 x 3 Laplacian before that was off by 0.53 (half the
+    pixels missing) to 2.9 (4x downsampled).
     """
     y01 = np.asarray(y01, dtype=np.float64)
     if y01.ndim != 3 or min(y01.shape[-2:]) < 8:
@@ -117,8 +120,9 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
     if y01.shape[0] >= 3:
         seen_t = m[1:-1] & m[:-2] & m[2:]
         if int(seen_t.sum()) >= 16:
-            around = (y01[:-2] + y01[2:]) / 2
-            sigma = min(sigma, _binned_sigma((around - y01[1:-1])[seen_t], around[seen_t], bins) / math.sqrt(1.5))
+            r_t = (y01[:-2] + y01[2:]) / 2 - y01[1:-1]
+            level_t = (y01[:-2] + y01[1:-1] + y01[2:]) / 3  # uncorrelated with r_t (the neighbours' mean is not)
+            sigma = min(sigma, _binned_sigma(r_t[seen_t], level_t[seen_t], bins) / math.sqrt(1.5))
     return sigma
 
 
