@@ -371,6 +371,25 @@ def _picked(records: list[dict], n: int) -> list[dict]:
     return [blurred[i] for i in sorted(rng.choice(len(blurred), size=min(n, len(blurred)), replace=False))]
 
 
+def recheck(records: list[dict], n: int, frames: int, crop: int, dev_data: Path, progress=print) -> int:
+    """Estimate the ``n`` restored cases (:func:`_picked`) again from their measurements and compare with the
+    stored records' answers (after a change to the code the stored likelihoods came from); returns how
+    many answers changed."""
+    from napari_svi.estimate import estimate_blur
+
+    changed = 0
+    for r in _picked(records, n):
+        y, _ = measure(load(r["clip"], frames, crop, dev_data), r["temporal"], r["spatial"], r["noise"])
+        est = estimate_blur(y)
+        same = (est.temporal_psf, est.spatial_psf) == (r["est_temporal"], r["est_spatial"])
+        changed += not same
+        progress(f"{r['clip']} {r['temporal']} {r['spatial']} {r['noise']}: stored {r['est_temporal']} {r['est_spatial']}, "
+                 f"now {est.temporal_psf} {est.spatial_psf}, noise {r['noise_sigma']:.4g} -> {est.noise_sigma:.4g}"
+                 f"{'' if same else ' CHANGED'}")
+    progress(f"changed {changed} of {min(n, len(records))}")
+    return changed
+
+
 #: How much a wrong PSF costs a restore: (clip, true temporal, true spatial, noise, PSFs tried).
 SENSITIVITY = (
     ("walls", "uniform:6", "none", "gauss", (("uniform:6", "none"), ("uniform:5", "none"), ("uniform:7", "none"),
@@ -417,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--referee", choices=("none", "restored", "all"), default="none",
                    help="trial: ask the prior referee (prior_referee.py) where it is asked, in the restored cases or all")
     p.add_argument("--referee-cache", default=None, metavar="FILE", help="keep and reuse the referee's answers here")
+    p.add_argument("--recheck", action="store_true",
+                   help="only estimate the --restore cases again and compare with the stored --records")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the referee and the restores")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
     args = p.parse_args(argv)
@@ -452,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             score(r)
     else:
         records = run_cases(clips, args.frames, args.crop, dev_data)
+    if args.recheck:
+        recheck(records, args.restore, args.frames, args.crop, dev_data)
+        return 0
     if args.referee != "none":
         referee_cases(records, _picked(records, args.restore) if args.referee == "restored" else None, args.frames,
                       args.crop, dev_data, Path(args.referee_cache) if args.referee_cache else None, args.threads)
