@@ -23,33 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimate_blind as eb  # noqa: E402
+from prior_referee import fine_power as high_power  # noqa: E402
+from prior_referee import redraw  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def high_power(x: np.ndarray, cut: float) -> float:
-    """Mean power of the frames' 2-D spectrum above ``cut`` cycles per pixel (frame means removed)."""
-    f = np.fft.fft2(x - x.mean(axis=(-2, -1), keepdims=True))
-    fy, fx = np.meshgrid(np.fft.fftfreq(x.shape[-2]), np.fft.fftfreq(x.shape[-1]), indexing="ij")
-    return float(np.mean(np.abs(f[:, np.hypot(fy, fx) > cut]) ** 2))
-
-
-def redraw(prior, x01: np.ndarray, t0: int, steps: int, seed: int) -> np.ndarray:
-    """Diffuse ``x01`` (T, H, W on [0, 1]) to ``t0`` and run deterministic DDIM back to 0, no data term."""
-    abar = prior.alphas_cumprod
-    ts = np.linspace(t0, 0, steps + 1).round().astype(int)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.as_tensor(2 * x01 - 1, dtype=torch.float32)[:, None]
-    z = torch.randn((1, *x.shape[1:]), generator=g).expand(x.shape)
-    a = float(abar[ts[0]])
-    x = math.sqrt(a) * x + math.sqrt(1 - a) * z
-    for i, t in enumerate(ts[:-1]):
-        a, a_next = float(abar[t]), float(abar[ts[i + 1]]) if ts[i + 1] > 0 else 1.0
-        with torch.inference_mode():
-            eps = prior.predict_noise(x, torch.full((x.shape[0],), int(t), dtype=torch.long))
-        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * eps
-    return ((x[:, 0].numpy() + 1) / 2).astype(np.float64)
 
 
 def main(argv=None) -> int:
