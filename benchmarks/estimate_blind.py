@@ -298,7 +298,7 @@ def markdown(records: list[dict], summ: dict, header: dict, restores: list[dict]
 
 def restore_subset(records: list[dict], n: int, dev_data: Path, progress=print, threads: int = 1) -> list[dict]:
     """``n`` blurred cases spread over clips and settings: restore a 10-frame, 64-px clip degraded the same way
-    (defaults, 1 thread) with the PSFs estimated for the case (from its full-size measurement) and with
+    (defaults, ``threads`` torch threads) with the PSFs estimated for the case (from its full-size measurement) and with
     the true PSFs; PSNR against the truth on its range."""
     from napari_svi.benchmark.metrics import psnr, truth_scale
     from napari_svi.operators import OperatorSpec
@@ -350,7 +350,8 @@ def referee_cases(records: list[dict], only: list[dict] | None, frames: int, cro
         if key not in done:
             prior = prior or load_prior("default", "cpu", channels=1)
             y, _ = measure(load(r["clip"], frames, crop, dev_data), r["temporal"], r["spatial"], r["noise"])
-            run = referee(y, r["est_temporal"], r["est_spatial"], r["confidence"]["spatial_psf"], prior, lambda d, op, p=prior: restore(d, op, prior=p, threads=threads).restored)
+            run = referee(y, r["est_temporal"], r["est_spatial"], r["confidence"]["spatial_psf"], prior,
+                          lambda d, op, p=prior: restore(d, op, prior=p, threads=threads).restored)
             try:
                 while True:
                     next(run)
@@ -377,8 +378,8 @@ def recheck(records: list[dict], n: int, frames: int, crop: int, dev_data: Path,
     many answers changed."""
     from napari_svi.estimate import estimate_blur
 
-    changed = 0
-    for r in _picked(records, n):
+    changed, picked = 0, _picked(records, n)
+    for r in picked:
         y, _ = measure(load(r["clip"], frames, crop, dev_data), r["temporal"], r["spatial"], r["noise"])
         est = estimate_blur(y)
         same = (est.temporal_psf, est.spatial_psf) == (r["est_temporal"], r["est_spatial"])
@@ -386,7 +387,7 @@ def recheck(records: list[dict], n: int, frames: int, crop: int, dev_data: Path,
         progress(f"{r['clip']} {r['temporal']} {r['spatial']} {r['noise']}: stored {r['est_temporal']} {r['est_spatial']}, "
                  f"now {est.temporal_psf} {est.spatial_psf}, noise {r['noise_sigma']:.4g} -> {est.noise_sigma:.4g}"
                  f"{'' if same else ' CHANGED'}")
-    progress(f"changed {changed} of {min(n, len(records))}")
+    progress(f"changed {changed} of {len(picked)}")
     return changed
 
 

@@ -85,6 +85,11 @@ def redraw(prior, x01: np.ndarray, t0: int, steps: int, seed: int) -> np.ndarray
     return ((x[:, 0].double().cpu().numpy() + 1) / 2)
 
 
+def over_sharpened(gain: float, gain_none: float, rules: JudgeRules = DEFAULT_JUDGE) -> bool:
+    """A candidate's redraw removes more than ``ratio_max`` times the log2 fine power that none's removes."""
+    return gain / min(gain_none, -1e-6) > rules.ratio_max
+
+
 def judge_window(stack: np.ndarray, rules: JudgeRules, multiple: int) -> tuple[slice, slice, slice] | None:
     """The middle ``rules.frames`` frames and the most structured square of ``rules.size`` pixels (a
     multiple of the prior's ``multiple``), as slices of ``stack`` (T, H, W); ``None`` if under 16 px."""
@@ -127,7 +132,7 @@ def judge_spatial(stack, temporal_psf: str, prior, restore_window, rules: JudgeR
         fine = max(fine_power(x01, rules.cut), 1e-30)
         gains[sigma] = math.log2(max(fine_power(redraw(prior, x01, rules.t0, rules.steps, rules.seed), rules.cut), 1e-30) / fine)
         if sigma > 0:
-            if gains[sigma] / min(gains[0.0], -1e-6) > rules.ratio_max:
+            if over_sharpened(gains[sigma], gains[0.0], rules):
                 break
             chosen = sigma
     return {"sigma": chosen, "gains": {f"{k:g}": round(v, 4) for k, v in gains.items()},
@@ -165,7 +170,6 @@ def referee(stack, temporal_psf: str, spatial_psf: str, spatial_confidence: dict
     return chosen, conf
 
 
-
 def dev_losses(cases_file: str, records_dev: str, rules: JudgeRules = DEFAULT_JUDGE) -> dict:
     """Offline, from ``estimate_prior_trial.py --save`` cases (PSNR and gains on a grid of sigmas) and the
     dev records' spectral answers: the mean and worst PSNR loss against the true PSF's restore, with the
@@ -188,9 +192,9 @@ def dev_losses(cases_file: str, records_dev: str, rules: JudgeRules = DEFAULT_JU
         if not asks(s, conf, rules):
             return 0.0 if s == "none" else float(s.split(":")[1])
         gains, chosen = case["candidates"], 0.0
-        g0 = min(gains["0"]["gain"][f"{rules.cut:g}"], -1e-6)
+        g0 = gains["0"]["gain"][f"{rules.cut:g}"]
         for sigma in JUDGE_SIGMAS:
-            if gains[f"{sigma:g}"]["gain"][f"{rules.cut:g}"] / g0 > rules.ratio_max:
+            if over_sharpened(gains[f"{sigma:g}"]["gain"][f"{rules.cut:g}"], g0, rules):
                 break
             chosen = sigma
         return chosen

@@ -76,6 +76,14 @@ def _haar_diagonal(y: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ((a - b - c + d) / 2)[ok], ((a + b + c + d) / 4)[ok]
 
 
+def _time_difference(y: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The second difference along time ``(y[k-1] + y[k+1]) / 2 - y[k]`` (noise gain ``sqrt(1.5)``) where the three
+    frames are observed (``m``), and their mean brightness (uncorrelated with it for white noise; the two
+    neighbours' mean is not, and biases the bins low)."""
+    ok = m[1:-1] & m[:-2] & m[2:]
+    return ((y[:-2] + y[2:]) / 2 - y[1:-1])[ok], ((y[:-2] + y[1:-1] + y[2:]) / 3)[ok]
+
+
 def _binned_sigma(r: np.ndarray, level: np.ndarray, bins: int) -> float:
     """Root of the pixel-weighted mean of robust (MAD) variances of ``r`` in equal-count brightness bins."""
     return float(math.sqrt(np.mean(_binned_variances(r, level, bins)[1])))
@@ -117,12 +125,9 @@ def estimate_noise_sigma(y01: np.ndarray, mask: np.ndarray | None = None, bins: 
     if r.size < 16:
         raise ValueError("noise_sigma='auto' needs more observed pixels; give noise_sigma as a number")
     sigma = _binned_sigma(r, level, bins)
-    if y01.shape[0] >= 3:
-        seen_t = m[1:-1] & m[:-2] & m[2:]
-        if int(seen_t.sum()) >= 16:
-            r_t = (y01[:-2] + y01[2:]) / 2 - y01[1:-1]
-            level_t = (y01[:-2] + y01[1:-1] + y01[2:]) / 3  # uncorrelated with r_t (the neighbours' mean is not)
-            sigma = min(sigma, _binned_sigma(r_t[seen_t], level_t[seen_t], bins) / math.sqrt(1.5))
+    r_t, level_t = _time_difference(y01, m)
+    if r_t.size >= 16:
+        sigma = min(sigma, _binned_sigma(r_t, level_t, bins) / math.sqrt(1.5))
     return sigma
 
 
@@ -152,11 +157,9 @@ def relative_variance(y01, seen, bins: int = 16):
     if r.size < 128:
         return seen.to(y01.dtype)
     profiles = [_binned_variances(r, level, bins)]
-    if y.shape[0] >= 3:  # the second difference along time, binned by the three frames' mean (uncorrelated with it)
-        ok_t = m[1:-1] & m[:-2] & m[2:]
-        if int(ok_t.sum()) >= 128:
-            r_t = ((y[:-2] + y[2:]) / 2 - y[1:-1]) / math.sqrt(1.5)
-            profiles.append(_binned_variances(r_t[ok_t], ((y[:-2] + y[1:-1] + y[2:]) / 3)[ok_t], bins))
+    r_t, level_t = _time_difference(y, m)  # binned by the three frames' mean (uncorrelated with it)
+    if r_t.size >= 128:
+        profiles.append(_binned_variances(r_t / math.sqrt(1.5), level_t, bins))
     out = np.min([np.interp(y, centres, np.maximum.accumulate(var)) for centres, var in profiles], axis=0)
     mean = float(out[m].mean())
     out = out / mean if mean > 0 else np.ones_like(y)
