@@ -47,8 +47,8 @@ _DEV_FILES = {"actin-left": "BPAE_actin.tif", "mito-left": "BPAE_mito.tif", "wal
               "bpae-nuclei-left": "BPAE_nuclei.tif"}
 
 
-def left_window(image: np.ndarray, size: int = 192) -> np.ndarray:
-    """The most structured ``size`` window of an image's LEFT half (as the suite's held-out cut, mirrored)."""
+def window_corner(image: np.ndarray, size: int = 192) -> tuple[int, int]:
+    """Top-left corner of the most structured ``size`` window of an image's LEFT half."""
     from scipy import ndimage
 
     h, w = image.shape
@@ -59,7 +59,12 @@ def left_window(image: np.ndarray, size: int = 192) -> np.ndarray:
             v = float(half[r : r + size, c : c + size].var())
             if v > best:
                 best, corner = v, (r, c)
-    r, c = corner
+    return corner
+
+
+def left_window(image: np.ndarray, size: int = 192) -> np.ndarray:
+    """The most structured ``size`` window of an image's LEFT half (as the suite's held-out cut, mirrored)."""
+    r, c = window_corner(image, size)
     return np.ascontiguousarray(image[r : r + size, c : c + size], dtype=np.float32)
 
 

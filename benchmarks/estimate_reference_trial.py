@@ -33,21 +33,6 @@ TILT = True  #: a free tilt rho^-delta on the reference (--no-tilt: none)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _window_corner(image: np.ndarray, size: int = 192) -> tuple[int, int]:
-    """The corner :func:`estimate_blind.left_window` picks (the dev clip's window)."""
-    from scipy import ndimage
-
-    h, w = image.shape
-    half = ndimage.gaussian_filter(image[:, : w // 2].astype(np.float64), 1.0)
-    best, corner = -1.0, (0, 0)
-    for r in range(0, h - size + 1, 16):
-        for c in range(0, half.shape[1] - size + 1, 16):
-            v = float(half[r : r + size, c : c + size].var())
-            if v > best:
-                best, corner = v, (r, c)
-    return corner
-
-
 def reference_power(frames: list[np.ndarray], exclude=None) -> np.ndarray:
     """Mean ring power (32 rings) of the structured 96-px tiles of ``frames``, their noise taken out.
 
@@ -94,7 +79,7 @@ def references(clips: str, dev_clip: str | None) -> dict[str, np.ndarray]:
         left = img[:, : img.shape[1] // 2]
         exclude = None
         if clips == "dev" and dev_clip == {"bpae-nuclei": "bpae-nuclei-left"}.get(name, f"{name}-left"):
-            r, c = _window_corner(img)
+            r, c = eb.window_corner(img)
             exclude = (r, r + 192, c, c + 192)
         out[name] = reference_power([left], exclude)
     tl = load_bio_sample("2D_timelapse.tif")[:, :, :HELD_OUT_FIRST_COLUMN]
