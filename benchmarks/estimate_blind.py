@@ -43,6 +43,9 @@ def _heldout() -> tuple[str, ...]:
 
 HELDOUT = _heldout()
 DEV = ("nuclei-train", "actin-left", "mito-left", "walls-left", "bpae-nuclei-left")
+#: The structure each clip shows, named to the estimate with ``--structure named`` (estimate_reference.STRUCTURES).
+STRUCTURE_OF = {"nuclei": "nuclei", "actin": "actin", "mito": "mitochondria", "walls": "walls", "nuclei-train": "nuclei",
+                "actin-left": "actin", "mito-left": "mitochondria", "walls-left": "walls", "bpae-nuclei-left": "nuclei"}
 _DEV_FILES = {"actin-left": "BPAE_actin.tif", "mito-left": "BPAE_mito.tif", "walls-left": "maize_clsm.tif",
               "bpae-nuclei-left": "BPAE_nuclei.tif"}
 
@@ -120,7 +123,8 @@ def error(true: str, est: str) -> float | None:
     return 0.0 if tk == "none" else (ev - tv) if tk == "uniform" else (ev - tv) / tv
 
 
-def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print) -> list[dict]:
+def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print, named: bool = False) -> list[dict]:
+    """Estimate every case of ``clips``; ``named``: with the clip's structure named (:data:`STRUCTURE_OF`)."""
     from napari_svi.estimate import estimate_blur
 
     records = []
@@ -128,7 +132,7 @@ def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print) -> 
         truth = load(name, frames, crop, dev_data)
         for temporal, spatial, noise in itertools.product(TEMPORAL, SPATIAL, NOISE):
             y, _ = measure(truth, temporal, spatial, noise)
-            est = estimate_blur(y)
+            est = estimate_blur(y, structure=STRUCTURE_OF[name] if named else None)
             rec = {"clip": name, "temporal": temporal, "spatial": spatial, "noise": noise,
                    "est_temporal": est.temporal_psf, "est_spatial": est.spatial_psf, "noise_sigma": est.noise_sigma,
                    "seconds": est.seconds, "confidence": est.confidence, "scores": _jsonable(est.scores)}
@@ -444,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--referee-cache", default=None, metavar="FILE", help="keep and reuse the referee's answers here")
     p.add_argument("--recheck", action="store_true",
                    help="only estimate the --restore cases again and compare with the stored --records")
+    p.add_argument("--structure", choices=("none", "named"), default="none",
+                   help="named: tell the estimate what each clip shows (STRUCTURE_OF); none: blind to it")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the referee and the restores")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
     args = p.parse_args(argv)
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             r["confidence"].update(conf)
             score(r)
     else:
-        records = run_cases(clips, args.frames, args.crop, dev_data)
+        records = run_cases(clips, args.frames, args.crop, dev_data, named=args.structure == "named")
     if args.recheck:
         recheck(records, args.restore, args.frames, args.crop, dev_data)
         return 0

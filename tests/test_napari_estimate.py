@@ -82,3 +82,35 @@ def test_estimate_button_explains_what_it_cannot_do(make_napari_viewer, blurred)
         QApplication.processEvents()
     assert panel.estimate is None and "at least 6 frames" in panel.msg.text
     assert panel.button.enabled
+
+
+def test_structure_choice_measures_the_blur_against_its_reference(make_napari_viewer, qtbot, blurred, tmp_path):
+    import tifffile
+
+    from napari_svi._napari._estimate import FILE, STRUCTURE_CHOICES, UNNAMED
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred, name="cells")
+    w = dock(viewer)
+    panel = w.estimate_panel
+    assert panel.structure.value == UNNAMED and set(STRUCTURE_CHOICES) >= {"actin", "mitochondria", "nuclei", "walls"}
+    assert panel.reference_file.native.isHidden()  # (visible is False in an unshown viewer either way)
+    panel.structure.value = "nuclei"
+    panel.button.changed.emit(True)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    conf = panel.estimate.confidence["spatial_psf"]
+    assert conf["method"] == "reference" and conf["reference"] == "nuclei" and panel.msg.text == ""
+    if panel.estimate.spatial_psf != "none":
+        assert "beyond the nuclei reference" in panel.info.value
+    # a file of sharp images: asked for when chosen, and said plainly when missing
+    panel.structure.value = FILE
+    assert not panel.reference_file.native.isHidden()
+    panel.estimate = None
+    panel.button.changed.emit(True)
+    assert panel.worker is None and "TIFF of sharp images" in panel.msg.text and panel.estimate is None
+    sharp = tmp_path / "sharp.tif"
+    tifffile.imwrite(sharp, np.zeros((64, 64), np.float32))  # constant: refused by the worker, said in the form
+    panel.reference_file.value = sharp
+    panel.button.changed.emit(True)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    assert panel.estimate is None and "constant" in panel.msg.text and panel.button.enabled

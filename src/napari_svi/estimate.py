@@ -26,8 +26,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from .estimate_drift import INTERVAL_FACTOR, INTERVAL_FRAMES, fit_motion, motion_candidates, motion_override
-from .estimate_fit import SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
+from .estimate_fit import SPATIAL_SIGMAS, SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
+from .estimate_reference import reference_decision, resolve_reference, spatial_against
 from .psf import temporal_kernel
+from .psf_spec import auto_structure, is_auto, known_spatial, known_temporal
 
 #: Candidate temporal Gaussians (frames) and spatial Gaussians (pixels); boxes are MIN_BOX .. MAX_BOX frames.
 #: A box of 2 frames is no candidate: it zeroes the temporal Nyquist frequency, and a restore given it
@@ -35,7 +37,6 @@ from .psf import temporal_kernel
 #: with uniform:2 against 34.3 dB with gaussian:0.5, of the same variance; benchmarks/results/estimate/
 #: sensitivity.md); a Gaussian covers that width.
 TEMPORAL_SIGMAS = (0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
-SPATIAL_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 MIN_BOX, MAX_BOX = 3, 12
 #: Fewest frames an estimate accepts; the temporal spectrum of fewer says almost nothing.
 MIN_FRAMES = 6
@@ -218,6 +219,9 @@ def decide(scores: dict, rules: DecisionRules = DEFAULT_RULES) -> tuple[str, str
               "alternative": _alternative(temporal, box, gauss), "method": "spectrum", "spec": temporal}
     t_conf = motion_override(t_conf, scores.get("motion"), rules)
     temporal = t_conf.pop("spec")
+    if scores.get("reference"):  # measured against sharp images of the structure (estimate_reference)
+        spatial, s_conf = reference_decision(scores["reference"], rules.min_spatial_sigma, rules.interval_margin)
+        return temporal, spatial, {"temporal_psf": t_conf, "spatial_psf": s_conf}
     fitted = scores["spatial_sigma_fit"]
     excess = math.sqrt(max(fitted**2 - rules.native_spatial_sigma**2, 0.0))
     spatial = "none" if excess < rules.min_spatial_sigma else _gaussian(excess)
@@ -270,7 +274,7 @@ def _measured_stacks(data, time_axis: int):
     return stacks, (slice(t0, t0 + MAX_FRAMES), slice(y0, y0 + MAX_SIZE), slice(x0, x0 + MAX_SIZE))
 
 
-def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=None,
+def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=None, structure=None,
                   rules: DecisionRules = DEFAULT_RULES, max_stacks: int = 4, motion: bool = True) -> BlurEstimate:
     """Estimate the temporal PSF, the spatial PSF and the noise level of a measured time-lapse.
 
@@ -286,7 +290,13 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
     temporal_psf, spatial_psf : str, optional
         A PSF the user knows (``"none"``, ``"uniform:K"``, ``"gaussian:S"``): held fixed while the other
         is estimated, and returned as given. ``None`` or ``"auto"``: estimated. A known PSF of another
-        kind (a file, an Airy pattern) is not used by the search.
+        kind (a file, an Airy pattern) is not used by the search. ``"auto:STRUCTURE"`` names ``structure``.
+    structure : str, path or array, optional
+        What was imaged, as a reference of sharpness (:mod:`napari_svi.estimate_reference`): a structure
+        the default prior learnt (``"actin"``, ``"mitochondria"``, ``"nuclei"``, ``"walls"``), a TIFF of
+        sharp images of it, or an array of them. The spatial PSF is then the blur relative to it, which
+        tells the structure's own softness from added blur. ``None``: the power-law model, less a
+        native blur of ``rules.native_spatial_sigma``.
     rules : DecisionRules
         How likelihoods become an answer (the calibrated defaults).
     motion : bool
@@ -310,6 +320,10 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
 
     start = time.perf_counter()
     stacks, (ts, ys, xs) = _measured_stacks(data, time_axis)
+    if auto_structure(temporal_psf):
+        raise ValueError(f"temporal_psf {temporal_psf!r}: 'auto:STRUCTURE' is for the spatial PSF; give 'auto'")
+    structure = auto_structure(spatial_psf) if structure is None else structure
+    references = None if structure is None else resolve_reference(structure)
     tables, sigmas = [], []
     for k in range(min(len(stacks), max_stacks)):
         stack = np.asarray(stacks[k][ts, ys, xs])
@@ -322,11 +336,13 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
         sigmas.append(sigma01 * scale.span)
     table = tables[0] if len(tables) == 1 else pooled_table(tables)
     search = _Search(SpectralFit(table))
-    known_t, known_s = _known_temporal(temporal_psf), _known_spatial(spatial_psf)
+    known_t, known_s = known_temporal(temporal_psf), known_spatial(spatial_psf)
     scores = _fit_scores(search, known_t, None if known_s is None else math.hypot(known_s, rules.native_spatial_sigma))
     if motion and known_t is None:
         fit = fit_motion(first[0], motion_candidates(None if scores["box"] is None else scores["box"]["frames"]), first[1])
         scores["motion"] = None if fit is None else fit.to_dict()
+    if references is not None and known_s is None:  # at the temporal PSF decided without it
+        scores["reference"] = spatial_against(table, known_t or decide(scores, rules)[0], references)
     temporal, spatial, confidence = decide(scores, rules)
     if known_t is not None:
         temporal, confidence["temporal_psf"] = str(temporal_psf), {"kind": "given"}
@@ -339,36 +355,6 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
                                  "level": "high" if abs(math.log(scores["noise_factor"])) < 0.1 else "medium"}
     confidence["frames_used"], confidence["pixels_used"] = table.frames, list(stack.shape[1:])
     return BlurEstimate(temporal, spatial, noise, confidence, round(time.perf_counter() - start, 3), scores)
-
-
-def _known_temporal(spec) -> str | None:
-    """A user's temporal PSF as a candidate string, when it is one the search knows."""
-    from .psf_spec import parse_temporal_spec
-
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
-        return None
-    named = parse_temporal_spec(spec)
-    if named is None:
-        return None
-    kind, params = named
-    return "none" if kind == "none" else f"{kind}:{params[0]}"
-
-
-def _known_spatial(spec) -> float | None:
-    """A user's spatial PSF as a Gaussian sigma (0 for none), when it is one."""
-    from .psf_spec import parse_spatial_spec
-
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
-        return None
-    named = parse_spatial_spec(spec)
-    if named is None or named[0] == "airy":
-        return None
-    return 0.0 if named[0] == "none" else float(named[1][0])
-
-
-def is_auto(spec) -> bool:
-    """``spec`` asks for the PSF to be estimated (``"auto"``, any case)."""
-    return isinstance(spec, str) and spec.strip().lower() == "auto"
 
 
 def resolve_auto(data, operator, time_axis: int = 0):

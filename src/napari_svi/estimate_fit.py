@@ -36,6 +36,8 @@ from scipy.optimize import minimize
 
 #: Rings of radial spatial frequency in [0, 0.5] cycles per pixel.
 RING_COUNT = 32
+#: Candidate spatial Gaussians (pixels) of the blind estimate.
+SPATIAL_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 #: Knots of the speed distribution ``m(u)``, log-spaced over ``SPEED_RANGE`` pixels per frame.
 SPEED_KNOTS = 16
 SPEED_RANGE = (0.02, 8.0)

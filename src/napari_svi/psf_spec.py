@@ -132,3 +132,34 @@ def read_array(path, name: str, allowed: str) -> np.ndarray:
 
         return np.asarray(tifffile.imread(path), dtype=np.float64)
     raise ValueError(f"{name}: unsupported file type {suffix!r} for {str(path)!r}; allowed: {allowed}")
+
+
+def known_temporal(spec) -> str | None:
+    """A user's temporal PSF as a candidate string, when it is one the search knows."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return None
+    named = parse_temporal_spec(spec)
+    if named is None:
+        return None
+    kind, params = named
+    return "none" if kind == "none" else f"{kind}:{params[0]}"
+
+
+def known_spatial(spec) -> float | None:
+    """A user's spatial PSF as a Gaussian sigma (0 for none), when it is one."""
+    if spec is None or is_auto(spec):
+        return None
+    named = parse_spatial_spec(spec)
+    if named is None or named[0] == "airy":
+        return None
+    return 0.0 if named[0] == "none" else float(named[1][0])
+
+
+def is_auto(spec) -> bool:
+    """``spec`` asks for the PSF to be estimated (``"auto"`` or ``"auto:STRUCTURE"``, any case)."""
+    return isinstance(spec, str) and (spec.strip().lower() == "auto" or spec.strip().lower().startswith("auto:"))
+
+
+def auto_structure(spec) -> str | None:
+    """The structure of ``"auto:STRUCTURE"`` (a name or a TIFF path), else None."""
+    return spec.strip()[5:].strip() or None if is_auto(spec) and ":" in spec else None

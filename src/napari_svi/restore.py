@@ -20,13 +20,14 @@ import torch
 
 from ._version import __version__
 from .consistency import residual_chi2, verdict
-from .estimate import is_auto, resolve_auto
+from .estimate import resolve_auto
 from .intensity import DEFAULT_PERCENTILES, measurement_scale
 from .lazy import RECORD_KEY, as_lazy
 from .noise import GAMMA_REGION, auto_eta, auto_gamma, gamma_record, stack_noise_sigma
 from .operators import OperatorSpec
 from .pieces import NoiseField, Plan, plan_restore
 from .priors.base import DiffusionPrior
+from .psf_spec import is_auto
 from .restore_settings import check_settings, restoration_prior
 from .sinks import MemorySink, WindowWriter, json_record, open_output, release_memory
 from .threads import set_torch_threads, usable_cores

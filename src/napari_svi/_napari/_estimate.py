@@ -3,16 +3,23 @@
 One click runs :func:`napari_svi.estimate.estimate_blur` on the frames and region the form restores
 (a napari ``thread_worker``: it takes seconds), then fills the temporal PSF, the spatial PSF and the
 noise fields and says how sure the estimate is. The fields stay editable; nothing else changes.
+
+"Structure" names what was imaged (:mod:`napari_svi.estimate_reference`): one of the default prior's
+structures, or a TIFF of sharp images of it. The spatial blur is then measured against that structure's
+own spectrum, which tells a smooth structure (nuclei, cell walls) from a blurred one.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 
 from ._common import Message
 
 LEVEL_TEXT = {"high": "sure", "medium": "fairly sure", "low": "unsure"}
+#: The Structure choices: (label, what estimate_blur's ``structure`` gets); FILE: the TIFF in the file field.
+UNNAMED, FILE = "not named", "sharp images (TIFF)…"
+STRUCTURE_CHOICES = (UNNAMED, "actin", "mitochondria", "nuclei", "walls", FILE)
 
 
 def describe(est) -> str:
@@ -20,7 +27,8 @@ def describe(est) -> str:
     t, s = est.confidence["temporal_psf"], est.confidence["spatial_psf"]
 
     def span(conf: dict, unit: str) -> str:
-        lo, hi = conf.get("interval") or (None, None)
+        interval = conf.get("interval")
+        lo, hi = (round(interval[0], 2), round(interval[1], 2)) if interval else (None, None)
         return f", plausible {lo:g}–{hi:g} {unit}" if lo is not None and hi != lo else ""
 
     temporal = {"none": "no temporal blur"}.get(est.temporal_psf) or (
@@ -30,6 +38,8 @@ def describe(est) -> str:
         and est.temporal_psf != "none" else ""
     other += ", read from the field's drift" if t.get("method") == "drift model" else ""
     spatial = "no spatial blur" if est.spatial_psf == "none" else f"Gaussian σ {est.spatial_psf.split(':')[1]} px"
+    if s.get("method") == "reference":
+        spatial += f" beyond the {s['reference']} reference"
     return (f"Estimated in {est.seconds:.1f} s: {temporal}{span(t, 'frames')} ({LEVEL_TEXT[t['level']]}{other}); "
             f"{spatial}{span(s, 'px')} ({LEVEL_TEXT[s['level']]}); noise σ {est.noise_sigma:.4g}. "
             "Check and edit the fields before restoring.")
@@ -43,13 +53,21 @@ class EstimatePanel(Container):
         self.button = PushButton(text="Estimate from data")
         self.button.tooltip = ("Estimate the temporal and spatial blur and the noise from the chosen frames and "
                                "region, and fill them in (seconds; every field stays editable)")
+        self.structure = ComboBox(label="Structure", choices=STRUCTURE_CHOICES, value=UNNAMED)
+        self.structure.tooltip = ("What was imaged: the spatial blur is measured against sharp images of it (the "
+                                  "default prior's, or your TIFF), which tells smooth structures from blurred ones. "
+                                  "'not named': a generic spectrum, which reads a 1 px blur of nuclei as none")
+        self.reference_file = FileEdit(label="Sharp images", mode="r", filter="*.tif *.tiff")
+        self.reference_file.tooltip = "A TIFF of sharp, in-focus images of the structure imaged (2-D or a stack)"
+        self.reference_file.visible = False
         self.info = Label(value="")
         self.msg = Message()
-        super().__init__(widgets=[self.button, self.info, self.msg], labels=False)
+        super().__init__(widgets=[self.structure, self.reference_file, self.button, self.info, self.msg])
         self.info.native.setWordWrap(True)
         self.worker = None
         self.estimate = None  # the last BlurEstimate applied to the form
         self.button.changed.connect(self.start)
+        self.structure.changed.connect(lambda value: setattr(self.reference_file, "visible", value == FILE))
         self.native.destroyed.connect(self._forget_worker)
 
     def data(self):
@@ -64,8 +82,21 @@ class EstimatePanel(Container):
                              "set downsampling and every-n-th frame to 1 and no mask.")
         crop = form.crop()
         axis = form.time_axis.value
+        self.structure_value()  # a missing reference file is said before any work
         data = layer.data if crop.is_whole(shape) else layer.data[crop.slices(np.ndim(layer.data), axis)]
         return data, axis
+
+    def structure_value(self):
+        """What ``estimate_blur`` gets as ``structure``: None, a structure's name, or the reference TIFF's path."""
+        choice = self.structure.value
+        if choice == UNNAMED:
+            return None
+        if choice != FILE:
+            return choice
+        path = self.reference_file.value
+        if path is None or not str(path).strip() or not path.is_file():
+            raise ValueError("Structure: choose a TIFF of sharp images of the structure (or another choice).")
+        return str(path)
 
     def start(self, *_) -> None:
         if self.worker is not None:
@@ -82,7 +113,8 @@ class EstimatePanel(Container):
         self.msg.show_message(None)
         self.info.value = "Estimating the blur and the noise…"
         self.button.enabled = False
-        self.worker = create_worker(estimate_blur, data, time_axis=axis, _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(estimate_blur, data, time_axis=axis, structure=self.structure_value(),
+                                    _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self.apply)
         self.worker.errored.connect(self._failed)
         self.worker.finished.connect(self._done)
