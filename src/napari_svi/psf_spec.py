@@ -136,7 +136,7 @@ def read_array(path, name: str, allowed: str) -> np.ndarray:
 
 def known_temporal(spec) -> str | None:
     """A user's temporal PSF as a candidate string, when it is one the search knows."""
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+    if spec is None or is_auto(spec):
         return None
     named = parse_temporal_spec(spec)
     if named is None:
@@ -162,4 +162,6 @@ def is_auto(spec) -> bool:
 
 def auto_structure(spec) -> str | None:
     """The structure of ``"auto:STRUCTURE"`` (a name or a TIFF path), else None."""
-    return spec.strip()[5:].strip() or None if is_auto(spec) and ":" in spec else None
+    if not is_auto(spec) or ":" not in spec:
+        return None
+    return spec.strip()[len("auto:"):].strip() or None

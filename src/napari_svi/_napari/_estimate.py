@@ -71,7 +71,8 @@ class EstimatePanel(Container):
         self.native.destroyed.connect(self._forget_worker)
 
     def data(self):
-        """The array and time axis the estimate reads: the form's layer, frames and region (ValueError says why not)."""
+        """The array, time axis and structure the estimate reads: the form's layer, frames and region, and the
+        Structure choice (ValueError says why not)."""
         form = self._form
         layer, shape = form.image.value, form.input_shape()
         if layer is None or shape is None or form.image_msg.text:
@@ -82,9 +83,9 @@ class EstimatePanel(Container):
                              "set downsampling and every-n-th frame to 1 and no mask.")
         crop = form.crop()
         axis = form.time_axis.value
-        self.structure_value()  # a missing reference file is said before any work
+        structure = self.structure_value()  # a missing reference file is said before any work
         data = layer.data if crop.is_whole(shape) else layer.data[crop.slices(np.ndim(layer.data), axis)]
-        return data, axis
+        return data, axis, structure
 
     def structure_value(self):
         """What ``estimate_blur`` gets as ``structure``: None, a structure's name, or the reference TIFF's path."""
@@ -102,7 +103,7 @@ class EstimatePanel(Container):
         if self.worker is not None:
             return
         try:
-            data, axis = self.data()
+            data, axis, structure = self.data()
         except ValueError as err:
             self.msg.show_message(str(err))
             return
@@ -113,7 +114,7 @@ class EstimatePanel(Container):
         self.msg.show_message(None)
         self.info.value = "Estimating the blur and the noise…"
         self.button.enabled = False
-        self.worker = create_worker(estimate_blur, data, time_axis=axis, structure=self.structure_value(),
+        self.worker = create_worker(estimate_blur, data, time_axis=axis, structure=structure,
                                     _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self.apply)
         self.worker.errored.connect(self._failed)
