@@ -123,16 +123,49 @@ def error(true: str, est: str) -> float | None:
     return 0.0 if tk == "none" else (ev - tv) if tk == "uniform" else (ev - tv) / tv
 
 
-def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print, named: bool = False) -> list[dict]:
-    """Estimate every case of ``clips``; ``named``: with the clip's structure named (:data:`STRUCTURE_OF`)."""
+def trained_prior_reference(structure: str, dev_data: Path) -> list:
+    """The reference ``napari-svi train`` writes into a prior trained on ``structure``'s training images alone (as a
+    lab trains a prior on its own specimen): the left half of its shared still, or the nuclei time-lapse's training
+    half (every 6th frame); the UNet itself is not trained, the estimate does not use it."""
+    import tempfile
+
+    import tifffile
+
+    from napari_svi.estimate_reference import prior_references, write_training_reference
+    from napari_svi.training import TrainConfig, prepare_frames
+
+    if structure == "nuclei":
+        from napari_svi.datasets import HELD_OUT_FIRST_COLUMN, load_bio_sample
+
+        images = list(load_bio_sample("2D_timelapse.tif")[::6, :, :HELD_OUT_FIRST_COLUMN])
+    else:
+        file = {"actin": "BPAE_actin.tif", "mitochondria": "BPAE_mito.tif", "walls": "maize_clsm.tif"}[structure]
+        img = tifffile.imread(dev_data / file)
+        images = [img[:, : img.shape[1] // 2]]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / f"{structure}-prior"
+        folder.mkdir()
+        config = TrainConfig()
+        write_training_reference(folder, prepare_frames(images, config.percentiles, min_size=config.patch_size), [structure])
+        return prior_references(folder)
+
+
+def run_cases(clips, frames: int, crop: int, dev_data: Path, progress=print, named: bool = False,
+              prior: bool = False) -> list[dict]:
+    """Estimate every case of ``clips``; ``named``: with the clip's structure named (:data:`STRUCTURE_OF`); ``prior``:
+    plain ``auto`` with a prior trained on the clip's structure (:func:`trained_prior_reference`)."""
     from napari_svi.estimate import estimate_blur
 
     records = []
     for name in clips:
         truth = load(name, frames, crop, dev_data)
+        if prior:
+            named, references = True, trained_prior_reference(STRUCTURE_OF[name], dev_data)
+        else:
+            references = STRUCTURE_OF[name]
         for temporal, spatial, noise in itertools.product(TEMPORAL, SPATIAL, NOISE):
             y, _ = measure(truth, temporal, spatial, noise)
-            est = estimate_blur(y, structure=STRUCTURE_OF[name] if named else None)
+            est = estimate_blur(y, structure=references if named else None)
             rec = {"clip": name, "temporal": temporal, "spatial": spatial, "noise": noise,
                    "est_temporal": est.temporal_psf, "est_spatial": est.spatial_psf, "noise_sigma": est.noise_sigma,
                    "seconds": est.seconds, "confidence": est.confidence, "scores": _jsonable(est.scores)}
@@ -448,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--referee-cache", default=None, metavar="FILE", help="keep and reuse the referee's answers here")
     p.add_argument("--recheck", action="store_true",
                    help="only estimate the --restore cases again and compare with the stored --records")
-    p.add_argument("--structure", choices=("none", "named"), default="none",
-                   help="named: tell the estimate what each clip shows (STRUCTURE_OF); none: blind to it")
+    p.add_argument("--structure", choices=("none", "named", "prior"), default="none",
+                   help="named: tell the estimate what each clip shows (STRUCTURE_OF); prior: plain auto with a prior "
+                   "trained on the clip's structure alone (its references.json); none: blind to it")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the referee and the restores")
     p.add_argument("-o", "--output", default=None, help="folder for records.json, summary.json and report.md")
     args = p.parse_args(argv)
@@ -484,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             r["confidence"].update(conf)
             score(r)
     else:
-        records = run_cases(clips, args.frames, args.crop, dev_data, named=args.structure == "named")
+        records = run_cases(clips, args.frames, args.crop, dev_data, named=args.structure == "named",
+                            prior=args.structure == "prior")
     if args.recheck:
         recheck(records, args.restore, args.frames, args.crop, dev_data)
         return 0

@@ -114,3 +114,26 @@ def test_structure_choice_measures_the_blur_against_its_reference(make_napari_vi
     panel.button.changed.emit(True)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
     assert panel.estimate is None and "constant" in panel.msg.text and panel.button.enabled
+
+
+def test_not_named_measures_against_the_chosen_priors_training_images(make_napari_viewer, qtbot, blurred, tmp_path):
+    from napari_svi._napari._restore_checks import PRIOR_FOLDER
+    from napari_svi.datasets import HELD_OUT_FIRST_COLUMN, load_bio_sample
+    from napari_svi.priors.unet import UNetConfig
+    from napari_svi.training import TrainConfig, train
+
+    prior = tmp_path / "lab_prior"
+    train(list(load_bio_sample("2D_timelapse.tif")[::6, :, :HELD_OUT_FIRST_COLUMN]), prior,
+          TrainConfig(steps=2, batch_size=2, patch_size=16, warmup_steps=1, checkpoint_every=2,
+                      unet=UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4)))
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred, name="cells")
+    w = dock(viewer)
+    panel = w.estimate_panel
+    assert panel.structure_value() is None  # the default prior: four structures, none of them chosen
+    w.prior.value = PRIOR_FOLDER
+    w.prior_path.value = prior
+    panel.button.changed.emit(True)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    conf = panel.estimate.confidence["spatial_psf"]
+    assert conf["method"] == "reference" and conf["reference"] == "prior lab_prior" and panel.msg.text == ""

@@ -18,6 +18,8 @@ shows; smooth structures (nuclei, cell walls) blurred by 1 px then read as 'none
 (--structure nuclei, or a TIFF of sharp images of it) measures the blur against that structure's own
 spectrum instead: on held-out clips the spatial answer was right in 93 % of cases, against 84 % without
 (but on actin, sharper than the reference, in 74 % against 100 %; see the README).
+A prior made by napari-svi train carries the spectrum of its training images (references.json), and
+--prior FOLDER measures the spatial blur against it, as a restore with that prior and a plain 'auto' does.
 Restore with the estimate directly: napari-svi restore IN.tif -o OUT.tif --temporal-psf auto --spatial-psf auto
 (or --spatial-psf auto:nuclei to name the structure)"""
 
@@ -33,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--structure", default=None, metavar="NAME|FILE",
                    help="what was imaged, as the reference of sharpness for the spatial blur: actin, mitochondria, nuclei, "
                    "walls (the default prior's structures) or a TIFF of sharp images of it (default: none, a power law)")
+    p.add_argument("--prior", default=None, metavar="FOLDER",
+                   help="a prior folder made by napari-svi train: the spatial blur is measured against the images it "
+                   "was trained on, as restore --prior FOLDER --spatial-psf auto does (not with --structure)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object {temporal_psf, spatial_psf, noise_sigma, confidence} and nothing else")
     p.set_defaults(func=run)
@@ -75,6 +80,8 @@ def run(args) -> int:
     from .io import read_input
 
     references = None if args.structure is None else resolve_reference(args.structure)  # checked before the input
+    if args.prior is not None:
+        references = prior_reference(args.prior, args.structure)
     data, _, time_axis, _ = read_input(args.input, args.time_axis)
     est = estimate_blur(data, time_axis=time_axis, structure=references)
     if args.json:
@@ -82,3 +89,20 @@ def run(args) -> int:
     else:
         print("\n".join(describe(est)))
     return 0
+
+
+def prior_reference(prior: str, structure) -> list:
+    """The reference of ``--prior`` (ValueError when it is also given ``--structure`` or carries none)."""
+    from pathlib import Path
+
+    from .estimate_reference import prior_references
+
+    if structure is not None:
+        raise ValueError("give --structure or --prior, not both: each names what the spatial blur is measured against")
+    if prior != "default" and not Path(prior).is_dir():
+        raise ValueError(f"--prior {prior!r}: no such prior folder")
+    references = prior_references(prior)
+    if references is None:
+        raise ValueError(f"--prior {prior!r} carries no reference of its training images (a folder made by napari-svi "
+                         "train has one); the default prior learnt four structures: name one with --structure")
+    return references

@@ -26,7 +26,7 @@ def add_operator_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temporal-subsample", type=int, default=1, metavar="S", help="only every S-th frame is measured (default: 1)")
     g.add_argument("--spatial-psf", default="none", metavar="SPEC",
                    help="none | gaussian:SIGMA (pixels) | airy:NA,WAVELENGTH_NM,PIXEL_NM | FILE (TIFF) | auto (restore: "
-                   "estimated from the data) | auto:STRUCTURE (restore: estimated against sharp images of what was imaged: "
+                   "estimated from the data; against the training images of a --prior made by napari-svi train) | auto:STRUCTURE (restore: estimated against sharp images of what was imaged: "
                    "actin, mitochondria, nuclei, walls or a TIFF of them; see 'napari-svi estimate --help') (default: none)")
     g.add_argument("--downsample", type=int, default=1, metavar="S", help="integer downsampling factor (mean of S x S blocks)")
     g.add_argument("--mask", default=None, metavar="FILE", help="TIFF mask at measurement resolution, nonzero = observed")

@@ -27,7 +27,7 @@ from scipy.optimize import minimize_scalar
 
 from .estimate_drift import INTERVAL_FACTOR, INTERVAL_FRAMES, fit_motion, motion_candidates, motion_override
 from .estimate_fit import SPATIAL_SIGMAS, SpectralFit, pooled_table, spatial_gain2, spectral_table, temporal_mixing
-from .estimate_reference import reference_decision, resolve_reference, spatial_against
+from .estimate_reference import prior_references, reference_decision, resolve_reference, spatial_against
 from .psf import temporal_kernel
 from .psf_spec import auto_structure, is_auto, known_spatial, known_temporal
 
@@ -357,8 +357,10 @@ def estimate_blur(data, *, time_axis: int = 0, temporal_psf=None, spatial_psf=No
     return BlurEstimate(temporal, spatial, noise, confidence, round(time.perf_counter() - start, 3), scores)
 
 
-def resolve_auto(data, operator, time_axis: int = 0):
+def resolve_auto(data, operator, time_axis: int = 0, prior=None):
     """``operator`` with its ``"auto"`` PSFs replaced by :func:`estimate_blur`'s, and the estimate's record.
+    A plain ``"auto"`` spatial PSF is measured against ``prior``'s training images when it carries them
+    (:func:`~napari_svi.estimate_reference.prior_references`).
 
     Returns ``(operator, record)``; ``record`` is ``None`` (and ``operator`` unchanged) when neither
     PSF is ``"auto"``. An estimate needs the full-resolution, fully observed stack: ``"auto"`` with a
@@ -373,8 +375,9 @@ def resolve_auto(data, operator, time_axis: int = 0):
         if value:
             raise ValueError(f"temporal_psf/spatial_psf 'auto' estimates the blur from a fully observed stack at "
                              f"full resolution; it does not work with {name} (give the PSFs instead)")
-    est = estimate_blur(data, time_axis=time_axis, temporal_psf=operator.temporal_psf,
-                        spatial_psf=operator.spatial_psf)
+    plain = is_auto(operator.spatial_psf) and auto_structure(operator.spatial_psf) is None
+    est = estimate_blur(data, time_axis=time_axis, temporal_psf=operator.temporal_psf, spatial_psf=operator.spatial_psf,
+                        structure=prior_references(prior) if plain else None)
     record = {"requested": {"temporal_psf": str(operator.temporal_psf), "spatial_psf": str(operator.spatial_psf)},
               **est.to_dict()}
     resolved = replaced(operator,

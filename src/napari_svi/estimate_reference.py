@@ -12,7 +12,10 @@ References:
 
 - a structure the default prior learnt (:data:`STRUCTURES`): the ring powers of its training images,
   bundled as ``priors/default/references.json`` (made by ``tools/make_references.py``);
-- sharp images of the user's own structure (a TIFF, or an array of frames).
+- sharp images of the user's own structure (a TIFF, or an array of frames);
+- the training images of a prior made by ``napari-svi train`` (:func:`prior_references`): training writes
+  their ring power into the prior folder's ``references.json``, and plain ``auto`` measures against it,
+  because a restore with that prior takes "sharp" to mean what it learnt.
 
 The choice is the user's: the spectrum alone does not tell structures apart (on the calibration clips
 the most likely reference was the right one in 28 of 180 cases), which is the ambiguity itself.
@@ -21,7 +24,8 @@ the most likely reference was the right one in 28 of 180 cases), which is the am
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -42,8 +46,10 @@ TILE = 96
 #: named (115 blurred cases; benchmarks/results/estimate/reference/dev_notilt.jsonl), the likelihood's own
 #: interval being far narrower than the error between clips.
 INTERVAL_FACTOR = 1.19
-#: Frames of a reference stack that are read (evenly spaced).
-MAX_REFERENCE_FRAMES = 8
+#: Frames of a reference stack that are read (evenly spaced); of a prior's training images, TRAINING_FRAMES.
+MAX_REFERENCE_FRAMES, TRAINING_FRAMES = 8, 24
+#: The one structure of a trained prior's ``references.json``: its training images.
+TRAINED = "trained"
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,65 @@ def reference_power(frames, tile: int = TILE) -> tuple[np.ndarray, np.ndarray]:
     return table.rho, total / count
 
 
+def _read_table(text: str, where: str) -> dict:
+    """``{structure: [Reference, ...]}`` of a ``references.json`` text (ValueError naming ``where``)."""
+    try:
+        table = json.loads(text)
+        rho = np.asarray(table["rho"], dtype=np.float64)
+        refs = {name: [Reference(name, r["source"], rho, np.asarray(r["log_power"], dtype=np.float64)) for r in entries]
+                for name, entries in table["structures"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{where} is not a reference table of napari-svi ({type(err).__name__}: {err})") from None
+    if any(len(r.log_power) != len(rho) for entries in refs.values() for r in entries):
+        raise ValueError(f"{where} is not a reference table of napari-svi (a spectrum does not match its rings)")
+    return refs
+
+
 def bundled_references() -> dict:
     """``{structure: [Reference, ...]}`` of the default prior's training images."""
-    text = (resources.files("napari_svi") / "priors" / "default" / REFERENCE_FILE).read_text()
-    table = json.loads(text)
-    rho = np.asarray(table["rho"], dtype=np.float64)
-    return {name: [Reference(name, r["source"], rho, np.asarray(r["log_power"], dtype=np.float64)) for r in refs]
-            for name, refs in table["structures"].items()}
+    return _read_table((resources.files("napari_svi") / "priors" / "default" / REFERENCE_FILE).read_text(),
+                       "the bundled references.json")
+
+
+def prior_references(prior) -> list[Reference] | None:
+    """The reference a prior folder carries: its ``references.json`` when that names exactly one structure (a
+    prior made by ``napari-svi train``: its training images). None for the default prior (four structures:
+    name one), a checkpoint file, a loaded prior or a folder without the file; ValueError for a file that
+    cannot be read."""
+    if not isinstance(prior, str | os.PathLike) or str(prior) == "default" or not Path(prior).is_dir():
+        return None
+    file = Path(prior) / REFERENCE_FILE
+    if not file.is_file():
+        return None
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the prior's reference table {str(file)!r} ({err})") from None
+    table = _read_table(text, f"the prior's reference table {str(file)!r}")
+    if len(table) != 1:
+        return None
+    name = f"prior {Path(prior).resolve().name}"
+    return [replace(r, name=name, source=f"{r.source} ({file})") for r in next(iter(table.values()))]
+
+
+def write_training_reference(folder, frames, sources: list[str] | None = None) -> Path | None:
+    """Write ``folder/references.json`` (the bundled file's format, one structure, :data:`TRAINED`): the ring
+    power of up to :data:`TRAINING_FRAMES` of a prior's training ``frames`` (2-D arrays). Nothing is written,
+    and None returned, when no frame is 32 px or more a side with any structure."""
+    usable = [np.asarray(f, dtype=np.float64) for f in frames if min(np.shape(f)) >= 32 and float(np.ptp(f)) > 0]
+    if not usable:
+        return None
+    usable = [usable[i] for i in np.unique(np.linspace(0, len(usable) - 1, min(len(usable), TRAINING_FRAMES)).round().astype(int))]
+    tile = min(TILE, *(min(f.shape) for f in usable))
+    rho, power = reference_power(usable, tile)
+    table = {"made_by": "napari-svi train", "tile_px": tile, "rho": [round(float(r), 6) for r in rho],
+             "structures": {TRAINED: [{"source": "the prior's training images" + (f": {', '.join(sources)}" if sources else ""),
+                                       "log_power": [round(float(v), 5) for v in np.log(power)]}]}}
+    path = Path(folder) / REFERENCE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(table, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def resolve_reference(structure) -> list[Reference]:

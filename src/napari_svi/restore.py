@@ -107,7 +107,7 @@ class _Restoration:
         self.estimate = None
         if is_auto(spec.temporal_psf) or is_auto(spec.spatial_psf):  # estimated from the data, before the prior
             yield _stage("estimating blur")
-            spec, self.estimate = resolve_auto(arr, spec, time_axis)
+            spec, self.estimate = resolve_auto(arr, spec, time_axis, prior)
         self.stacks, self.restore_axes = move_time_axis(arr, time_axis)
         n_stacks, t_m, h_m, w_m = self.stacks.shape
         spec.validate((t_m, h_m, w_m), true_frames)

@@ -4,7 +4,9 @@ Images are 2-D frames or stacks of frames; each stack is normalised by percentil
 ``restore``, scaled to [-1, 1], and random patches with flips and 90-degree rotations are drawn.
 AdamW, an exponential moving average (EMA) of the weights (the EMA weights are what is saved),
 uniform timesteps of a 1000-step linear or cosine schedule, seeded. ``checkpoint.pt`` in the
-output folder holds everything needed to resume; ``loss.csv`` logs the loss.
+output folder holds everything needed to resume; ``loss.csv`` logs the loss; ``references.json`` holds
+the ring spectrum of the training images, which a blind estimate with this prior measures a spatial blur
+against (:mod:`napari_svi.estimate_reference`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .estimate_reference import write_training_reference
 from .intensity import percentile_scale
 from .priors.unet import UNet, UNetConfig, count_parameters
 from .schedules import SCHEDULES, alphas_cumprod
@@ -163,6 +166,7 @@ def train(
         "torch": torch.__version__,
     }
     frames = prepare_frames(images, config.percentiles, min_size=config.patch_size)
+    write_training_reference(out, frames, data_sources)  # what plain "auto" measures a blur against with this prior
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -56,7 +56,8 @@ class EstimatePanel(Container):
         self.structure = ComboBox(label="Structure", choices=STRUCTURE_CHOICES, value=UNNAMED)
         self.structure.tooltip = ("What was imaged: the spatial blur is measured against sharp images of it (the "
                                   "default prior's, or your TIFF), which tells smooth structures from blurred ones. "
-                                  "'not named': a generic spectrum, which reads a 1 px blur of nuclei as none")
+                                  "'not named': the training images of the chosen prior if it was trained with napari-svi, "
+                                  "else a generic spectrum, which reads a 1 px blur of nuclei as none")
         self.reference_file = FileEdit(label="Sharp images", mode="r", filter="*.tif *.tiff")
         self.reference_file.tooltip = "A TIFF of sharp, in-focus images of the structure imaged (2-D or a stack)"
         self.reference_file.visible = False
@@ -88,10 +89,18 @@ class EstimatePanel(Container):
         return data, axis, structure
 
     def structure_value(self):
-        """What ``estimate_blur`` gets as ``structure``: None, a structure's name, or the reference TIFF's path."""
+        """What ``estimate_blur`` gets as ``structure``: None, a structure's name, the reference TIFF's path, or
+        the references of the form's prior (not named)."""
         choice = self.structure.value
-        if choice == UNNAMED:
-            return None
+        if choice == UNNAMED:  # the chosen prior's training images when it carries them (napari-svi train)
+            from ..estimate_reference import prior_references
+            from ._restore_checks import check_prior
+
+            try:
+                prior = check_prior(self._form.prior.value, self._form.prior_path.value)
+            except ValueError:  # no usable prior chosen: the form says why; the estimate needs none
+                return None
+            return prior_references(prior)
         if choice != FILE:
             return choice
         path = self.reference_file.value
